@@ -1,0 +1,45 @@
+"""cloudpickle, natively: pickle lambdas, closures, and the functions of
+``__main__`` or of modules registered by value, for another process.
+
+The API is cloudpickle's (3.1): ``dumps``, ``dump``, ``loads``, ``load``,
+``Pickler``/``CloudPickler``, ``register_pickle_by_value``,
+``unregister_pickle_by_value``, ``list_registry_pickle_by_value``,
+``DEFAULT_PROTOCOL``. Loading needs only the standard ``pickle`` (and this
+package installed, for the native reconstructors that pickles refer to).
+"""
+
+import pickle
+from pickle import Unpickler, load, loads
+
+from ._native import (
+    Pickler,
+    dump,
+    dumps,
+    list_registry_pickle_by_value,
+    register_pickle_by_value,
+    unregister_pickle_by_value,
+)
+
+__version__ = "0.1.0"
+
+#: The protocol ``dumps``/``dump``/``Pickler`` use when none is given.
+DEFAULT_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+#: Backward-compatible alias, as in cloudpickle.
+CloudPickler = Pickler
+
+__all__ = [
+    "__version__",
+    "Pickler",
+    "CloudPickler",
+    "Unpickler",
+    "dumps",
+    "loads",
+    "dump",
+    "load",
+    "pickle",
+    "register_pickle_by_value",
+    "unregister_pickle_by_value",
+    "list_registry_pickle_by_value",
+    "DEFAULT_PROTOCOL",
+]

@@ -1,0 +1,236 @@
+//! Code objects: the global names they reference (cached per code object)
+//! and their reduction to `types.CodeType` arguments, which differ by version.
+
+use ahash::AHashMap;
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyFrozenSet, PyList, PyString, PyTuple, PyWeakrefReference};
+use pyo3::intern;
+
+use crate::ffi;
+use crate::reconstruct::Reconstructors;
+use crate::statics;
+
+/// The CPython minor version code objects are tied to, written into every
+/// pickled code object so that a mismatch is reported by name on load.
+pub fn python_version(py: Python<'_>) -> &Bound<'_, PyTuple> {
+    static VERSION: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    VERSION
+        .get_or_init(py, || {
+            let v = py.version_info();
+            PyTuple::new(py, [v.major, v.minor]).expect("small tuple").unbind()
+        })
+        .bind(py)
+}
+
+struct GlobalOps {
+    load: u8,
+    store: u8,
+    delete: u8,
+    extended_arg: u8,
+}
+
+fn global_ops(py: Python<'_>) -> PyResult<&'static GlobalOps> {
+    static OPS: PyOnceLock<GlobalOps> = PyOnceLock::new();
+    OPS.get_or_try_init(py, || {
+        let opmap = statics::opmap(py)?;
+        let op = |name: &str| -> PyResult<u8> { opmap.get_item(name)?.extract() };
+        Ok(GlobalOps {
+            load: op("LOAD_GLOBAL")?,
+            store: op("STORE_GLOBAL")?,
+            delete: op("DELETE_GLOBAL")?,
+            extended_arg: op("EXTENDED_ARG")?,
+        })
+    })
+}
+
+/// Names read, written or deleted as globals by `code`'s own instructions, in
+/// order of first use (a deterministic order, unlike a set's).
+fn walk_global_ops<'py>(code: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyString>>) -> PyResult<()> {
+    let py = code.py();
+    let ops = global_ops(py)?;
+    let bytecode = code.getattr(intern!(py, "co_code"))?.cast_into::<PyBytes>()?;
+    let names = code.getattr(intern!(py, "co_names"))?.cast_into::<PyTuple>()?;
+    let mut extended: usize = 0;
+    for unit in bytecode.as_bytes().chunks_exact(2) {
+        let (op, arg) = (unit[0], unit[1] as usize | extended);
+        extended = if op == ops.extended_arg { arg << 8 } else { 0 };
+        if op != ops.load && op != ops.store && op != ops.delete {
+            continue;
+        }
+        // From 3.11 the low bit of LOAD_GLOBAL's argument is a "push NULL" flag.
+        let index = if cfg!(Py_3_11) && op == ops.load { arg >> 1 } else { arg };
+        if let Ok(name) = names.get_item(index) {
+            let name = name.cast_into::<PyString>()?;
+            if !out.iter().any(|seen| seen.is(&name)) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn extract_global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    let py = code.py();
+    let mut names = Vec::new();
+    walk_global_ops(code, &mut names)?;
+    // A nested `def` or lambda is a code constant; its globals count as ours.
+    for constant in code.getattr(intern!(py, "co_consts"))?.cast_into::<PyTuple>()?.iter() {
+        if ffi::is_code(&constant) {
+            for name in global_names(&constant)?.iter() {
+                let name = name.cast_into::<PyString>()?;
+                if !names.iter().any(|seen| PyAnyMethods::eq(seen.as_any(), &name).unwrap_or(false)) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    PyTuple::new(py, names)
+}
+
+struct CacheEntry {
+    code: Py<PyWeakrefReference>,
+    names: Py<PyTuple>,
+}
+
+/// Code object address -> its global names. The weak reference tells a live
+/// entry from one whose code object died and whose address was reused.
+static GLOBAL_NAMES: Mutex<Option<AHashMap<usize, CacheEntry>>> = Mutex::new(None);
+static PRUNE_AT: Mutex<usize> = Mutex::new(1024);
+
+/// The global names referenced by `code` and its nested code objects.
+pub fn global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    let py = code.py();
+    let key = code.as_ptr() as usize;
+    if let Some(cache) = GLOBAL_NAMES.lock().as_ref() {
+        if let Some(entry) = cache.get(&key) {
+            if entry.code.bind(py).upgrade().is_some_and(|live| live.is(code)) {
+                return Ok(entry.names.bind(py).clone());
+            }
+        }
+    }
+    let names = extract_global_names(code)?;
+    let entry = CacheEntry { code: PyWeakrefReference::new(code)?.unbind(), names: names.clone().unbind() };
+    let mut guard = GLOBAL_NAMES.lock();
+    let cache = guard.get_or_insert_with(AHashMap::new);
+    cache.insert(key, entry);
+    let mut prune_at = PRUNE_AT.lock();
+    if cache.len() >= *prune_at {
+        cache.retain(|_, e| e.code.bind(py).upgrade().is_some());
+        *prune_at = (cache.len() * 2).max(1024);
+    }
+    Ok(names)
+}
+
+/// A frozenset constant pickled with its items sorted, so that a code object
+/// holding `x in {"a", "b"}` pickles to the same bytes under any hash seed.
+#[pyclass(frozen, module = "cloudpickle_rs._native")]
+pub struct SortedFrozenSet {
+    items: Py<PyList>,
+}
+
+#[pymethods]
+impl SortedFrozenSet {
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, [py.get_type::<PyFrozenSet>().into_any(), PyTuple::new(py, [self.items.bind(py)])?.into_any()])
+    }
+}
+
+fn sorted_frozenset<'py>(set: &Bound<'py, PyFrozenSet>) -> PyResult<Bound<'py, PyAny>> {
+    let py = set.py();
+    let mut keyed = Vec::with_capacity(set.len());
+    for item in set.iter() {
+        let key = (item.get_type().qualname()?.to_string(), item.repr()?.to_string());
+        keyed.push((key, item));
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let items = PyList::new(py, keyed.into_iter().map(|(_, item)| item))?.unbind();
+    Ok(Bound::new(py, SortedFrozenSet { items })?.into_any())
+}
+
+/// `co_consts` with frozensets replaced by their sorted stand-ins.
+fn deterministic_consts<'py>(consts: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
+    if !consts.iter().any(|c| c.is_instance_of::<PyFrozenSet>()) {
+        return Ok(consts);
+    }
+    let items = consts
+        .iter()
+        .map(|c| match c.cast::<PyFrozenSet>() {
+            Ok(set) => sorted_frozenset(set),
+            Err(_) => Ok(c.clone()),
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(consts.py(), items)
+}
+
+/// A new tuple of interned strings: identity inside a code object's name
+/// tuples then never depends on how the sender happened to build them.
+fn interned_tuple<'py>(code: &Bound<'py, PyAny>, attr: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    let tuple = code.getattr(attr)?.cast_into::<PyTuple>()?;
+    Ok(PyTuple::new(code.py(), tuple.iter().map(ffi::intern))?.into_any())
+}
+
+/// The arguments of `types.CodeType(...)` for the running version.
+fn code_args<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    let py = code.py();
+    let get = |name: &Bound<'py, PyString>| code.getattr(name);
+    let consts = deterministic_consts(get(intern!(py, "co_consts"))?.cast_into()?)?.into_any();
+    let mut args = vec![
+        get(intern!(py, "co_argcount"))?,
+        get(intern!(py, "co_posonlyargcount"))?,
+        get(intern!(py, "co_kwonlyargcount"))?,
+        get(intern!(py, "co_nlocals"))?,
+        get(intern!(py, "co_stacksize"))?,
+        get(intern!(py, "co_flags"))?,
+        get(intern!(py, "co_code"))?,
+        consts,
+        interned_tuple(code, intern!(py, "co_names"))?,
+        interned_tuple(code, intern!(py, "co_varnames"))?,
+        ffi::intern(get(intern!(py, "co_filename"))?),
+        ffi::intern(get(intern!(py, "co_name"))?),
+    ];
+    #[cfg(Py_3_11)]
+    args.push(ffi::intern(get(intern!(py, "co_qualname"))?));
+    args.push(get(intern!(py, "co_firstlineno"))?);
+    #[cfg(Py_3_10)]
+    args.push(get(intern!(py, "co_linetable"))?);
+    #[cfg(not(Py_3_10))]
+    args.push(get(intern!(py, "co_lnotab"))?);
+    #[cfg(Py_3_11)]
+    args.push(get(intern!(py, "co_exceptiontable"))?);
+    args.push(interned_tuple(code, intern!(py, "co_freevars"))?);
+    args.push(interned_tuple(code, intern!(py, "co_cellvars"))?);
+    PyTuple::new(py, args)
+}
+
+/// `make_code((major, minor), args)`: rebuilt with `types.CodeType(*args)`.
+pub fn reduce_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = code.py();
+    let args = PyTuple::new(py, [python_version(py).as_any().clone(), code_args(code)?.into_any()])?;
+    Ok(PyTuple::new(py, [Reconstructors::get(py).make_code.bind(py).clone(), args.into_any()])?.into_any())
+}
+
+/// The load side of [`reduce_code`].
+#[pyfunction]
+pub fn make_code<'py>(version: &Bound<'py, PyAny>, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    let py = args.py();
+    let here = python_version(py);
+    if !version.eq(here)? {
+        return Err(statics::UnpicklingError::new_err(format!(
+            "this pickle holds Python code compiled by CPython {}; it cannot be loaded by CPython {}.{}: \
+             functions and classes pickled by value need the same minor version on both sides",
+            describe_version(version),
+            py.version_info().major,
+            py.version_info().minor,
+        )));
+    }
+    statics::code_type(py)?.call1(args)
+}
+
+fn describe_version(version: &Bound<'_, PyAny>) -> String {
+    match version.extract::<(u8, u8)>() {
+        Ok((major, minor)) => format!("{major}.{minor}"),
+        Err(_) => format!("{version}"),
+    }
+}

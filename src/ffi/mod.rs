@@ -1,0 +1,328 @@
+//! Every raw CPython call the crate makes lives here; the rest of the crate
+//! works with `Bound` values only.
+
+use std::ffi::{c_char, c_int, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use pyo3::exceptions::{PySystemError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+/// `PyMemberDescrObject` as CPython lays it out on every supported version
+/// (pyo3-ffi types `d_member` as `PyGetSetDef` before 3.11, which is wrong).
+#[repr(C)]
+struct MemberDescr {
+    common: ffi::PyDescrObject,
+    member: *mut ffi::PyMemberDef,
+}
+
+const T_OBJECT_EX: c_int = 16;
+
+/// Reads the byte offset of an object member (`T_OBJECT_EX`) from its member
+/// descriptor, checking that it is one.
+pub fn object_member_offset(descr: &Bound<'_, PyAny>, name: &CStr) -> PyResult<isize> {
+    let py = descr.py();
+    let member_type = py.import("types")?.getattr("MemberDescriptorType")?;
+    if !descr.get_type().is(&member_type) {
+        return Err(PySystemError::new_err(format!("{descr} is not a member descriptor")));
+    }
+    // SAFETY: `descr` was just checked to be a `member_descriptor`, whose C
+    // struct is `MemberDescr`; the PyMemberDef it points to is static data of
+    // the defining type and outlives the descriptor.
+    let member = unsafe { &*(*(descr.as_ptr() as *const MemberDescr)).member };
+    // SAFETY: a member descriptor's `name` is a NUL-terminated static string.
+    let member_name = unsafe { CStr::from_ptr(member.name) };
+    if member_name != name || member.type_code != T_OBJECT_EX || member.offset <= 0 {
+        return Err(PySystemError::new_err("unexpected layout of _pickle.Pickler"));
+    }
+    Ok(member.offset)
+}
+
+/// Reads an object member at `offset` (found by [`object_member_offset`] on a
+/// base class of `obj`'s type). Returns a borrowed value, or None when unset.
+#[inline]
+pub fn read_object_member<'py>(obj: &Bound<'py, PyAny>, offset: isize) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: the caller found `offset` on a base of type(obj) (the method
+    // descriptors that call this check the receiver's type), so the slot holds
+    // a PyObject* or NULL.
+    unsafe {
+        let slot = (obj.as_ptr() as *const u8).offset(offset) as *const *mut ffi::PyObject;
+        Bound::from_borrowed_ptr_or_opt(obj.py(), *slot)
+    }
+}
+
+/// Signature of a METH_O method implementation in safe Rust.
+pub type MethO = for<'py> fn(&Bound<'py, PyAny>, &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>;
+/// Signature of a METH_VARARGS | METH_KEYWORDS method implementation in safe Rust.
+pub type MethVarargs = for<'py> fn(
+    &Bound<'py, PyAny>,
+    &Bound<'py, PyTuple>,
+    Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>>;
+
+/// Runs `body` with the GIL-bound token, turning errors and panics into a set
+/// Python exception and a NULL return.
+#[inline(always)]
+fn trampoline(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
+    // SAFETY: only called from CPython method slots, which run attached to the interpreter.
+    let py = unsafe { Python::assume_attached() };
+    match catch_unwind(AssertUnwindSafe(|| body(py))) {
+        Ok(Ok(ptr)) => ptr,
+        Ok(Err(err)) => {
+            err.restore(py);
+            ptr::null_mut()
+        }
+        Err(_) => {
+            PySystemError::new_err("cloudpickle_rs: internal panic").restore(py);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Defines an `extern "C"` METH_O trampoline calling the safe function `$f`.
+#[macro_export]
+macro_rules! meth_o {
+    ($name:ident, $f:path) => {
+        unsafe extern "C" fn $name(
+            slf: *mut pyo3::ffi::PyObject,
+            arg: *mut pyo3::ffi::PyObject,
+        ) -> *mut pyo3::ffi::PyObject {
+            // SAFETY: CPython passes borrowed, non-NULL `self` and argument.
+            unsafe { $crate::ffi::call_meth_o(slf, arg, $f) }
+        }
+    };
+}
+
+/// Defines an `extern "C"` METH_VARARGS|METH_KEYWORDS trampoline calling `$f`.
+#[macro_export]
+macro_rules! meth_varargs {
+    ($name:ident, $f:path) => {
+        unsafe extern "C" fn $name(
+            slf: *mut pyo3::ffi::PyObject,
+            args: *mut pyo3::ffi::PyObject,
+            kwargs: *mut pyo3::ffi::PyObject,
+        ) -> *mut pyo3::ffi::PyObject {
+            // SAFETY: CPython passes borrowed `self`, an args tuple and a
+            // kwargs dict or NULL.
+            unsafe { $crate::ffi::call_meth_varargs(slf, args, kwargs, $f) }
+        }
+    };
+}
+
+/// # Safety
+/// `slf` and `arg` must be valid borrowed references, with the GIL held.
+pub unsafe fn call_meth_o(slf: *mut ffi::PyObject, arg: *mut ffi::PyObject, f: MethO) -> *mut ffi::PyObject {
+    trampoline(|py| {
+        // SAFETY: guaranteed by the caller.
+        let (slf, arg) = unsafe { (Bound::from_borrowed_ptr(py, slf), Bound::from_borrowed_ptr(py, arg)) };
+        f(&slf, &arg).map(Bound::into_ptr)
+    })
+}
+
+/// # Safety
+/// `slf` and `args` must be valid borrowed references (`args` a tuple,
+/// `kwargs` a dict or NULL), with the GIL held.
+pub unsafe fn call_meth_varargs(
+    slf: *mut ffi::PyObject,
+    args: *mut ffi::PyObject,
+    kwargs: *mut ffi::PyObject,
+    f: MethVarargs,
+) -> *mut ffi::PyObject {
+    trampoline(|py| {
+        // SAFETY: guaranteed by the caller: CPython's METH_VARARGS|METH_KEYWORDS convention.
+        let (slf, args, kwargs) = unsafe {
+            (
+                Bound::from_borrowed_ptr(py, slf),
+                Bound::from_borrowed_ptr(py, args).cast_into_unchecked::<PyTuple>(),
+                Bound::from_borrowed_ptr_or_opt(py, kwargs).map(|k| k.cast_into_unchecked::<PyDict>()),
+            )
+        };
+        f(&slf, &args, kwargs.as_ref()).map(Bound::into_ptr)
+    })
+}
+
+/// Implementation pointer of a method attached with [`add_method`].
+pub enum MethodImpl {
+    O(unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject),
+    Varargs(
+        unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject,
+    ),
+}
+
+/// Attaches a real method descriptor (`PyDescr_NewMethod`) named `name` to
+/// `cls`: unlike a builtin function stored on a class, it binds `self`.
+pub fn add_method(cls: &Bound<'_, PyType>, name: &'static CStr, doc: &'static CStr, imp: MethodImpl) -> PyResult<()> {
+    let (ml_meth, ml_flags) = match imp {
+        MethodImpl::O(f) => (ffi::PyMethodDefPointer { PyCFunction: f }, ffi::METH_O),
+        MethodImpl::Varargs(f) => (
+            ffi::PyMethodDefPointer { PyCFunctionWithKeywords: f },
+            ffi::METH_VARARGS | ffi::METH_KEYWORDS,
+        ),
+    };
+    // CPython keeps a pointer to the PyMethodDef for the descriptor's whole
+    // life: leak one small allocation per method (a handful, once per process).
+    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr() as *const c_char,
+        ml_meth,
+        ml_flags,
+        ml_doc: doc.as_ptr() as *const c_char,
+    }));
+    // SAFETY: `cls` is a live type object and `def` is 'static.
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(cls.py(), ffi::PyDescr_NewMethod(cls.as_ptr() as *mut ffi::PyTypeObject, def))?
+    };
+    cls.setattr(name.to_str().expect("ascii method name"), descr)
+}
+
+/// Calls the `tp_init` slot of `base` on `obj`, as `base.__init__(obj, *args)` would.
+pub fn call_base_init(base: &Bound<'_, PyType>, obj: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
+    // SAFETY: `base` is a live type object; reading its slot is plain data.
+    let init = unsafe { (*(base.as_ptr() as *mut ffi::PyTypeObject)).tp_init };
+    let init = init.ok_or_else(|| PySystemError::new_err("base type has no tp_init"))?;
+    // SAFETY: `obj` is an instance of a subclass of `base` (checked by the
+    // method descriptor that calls us) and `args` is a tuple.
+    let rc = unsafe { init(obj.as_ptr(), args.as_ptr(), ptr::null_mut()) };
+    if rc < 0 {
+        return Err(PyErr::fetch(obj.py()));
+    }
+    Ok(())
+}
+
+pub fn is_function(obj: &Bound<'_, PyAny>) -> bool {
+    obj.get_type().as_ptr() == &raw mut ffi::PyFunction_Type as *mut ffi::PyObject
+}
+
+pub fn is_code(obj: &Bound<'_, PyAny>) -> bool {
+    obj.get_type().as_ptr() == &raw mut ffi::PyCode_Type as *mut ffi::PyObject
+}
+
+pub fn is_cell(obj: &Bound<'_, PyAny>) -> bool {
+    obj.get_type().as_ptr() == &raw mut ffi::PyCell_Type as *mut ffi::PyObject
+}
+
+pub fn classmethod_type_addr() -> usize {
+    &raw mut ffi::PyClassMethod_Type as usize
+}
+
+pub fn staticmethod_type_addr() -> usize {
+    &raw mut ffi::PyStaticMethod_Type as usize
+}
+
+/// The function's `__globals__` (never NULL for a function).
+pub fn function_globals<'py>(func: &Bound<'py, PyAny>) -> Bound<'py, PyDict> {
+    debug_assert!(is_function(func));
+    // SAFETY: `func` is a function object, whose globals is always a dict.
+    unsafe { Bound::from_borrowed_ptr(func.py(), ffi::PyFunction_GetGlobals(func.as_ptr())).cast_into_unchecked() }
+}
+
+/// The function's `__closure__` tuple, or None.
+pub fn function_closure<'py>(func: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTuple>> {
+    debug_assert!(is_function(func));
+    // SAFETY: `func` is a function object; its closure is a tuple or NULL.
+    unsafe {
+        Bound::from_borrowed_ptr_or_opt(func.py(), ffi::PyFunction_GetClosure(func.as_ptr()))
+            .map(|c| c.cast_into_unchecked())
+    }
+}
+
+/// Builds a function as `types.FunctionType` does, with a qualified name.
+pub fn new_function<'py>(
+    code: &Bound<'py, PyAny>,
+    globals: &Bound<'py, PyDict>,
+    qualname: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if !is_code(code) {
+        return Err(PyTypeError::new_err("expected a code object"));
+    }
+    let qualname = qualname.map_or(ptr::null_mut(), Bound::as_ptr);
+    // SAFETY: `code` is a code object, `globals` a dict, `qualname` a str or
+    // NULL (checked by the caller); the call returns a new reference or NULL.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            code.py(),
+            ffi::PyFunction_NewWithQualName(code.as_ptr(), globals.as_ptr(), qualname),
+        )
+    }
+}
+
+/// Sets a function's closure; the caller has checked the tuple against `co_freevars`.
+pub fn set_function_closure(func: &Bound<'_, PyAny>, closure: &Bound<'_, PyTuple>) -> PyResult<()> {
+    if !is_function(func) {
+        return Err(PyTypeError::new_err("expected a function"));
+    }
+    // SAFETY: `func` is a function and `closure` a tuple.
+    check(func.py(), unsafe { ffi::PyFunction_SetClosure(func.as_ptr(), closure.as_ptr()) })
+}
+
+/// Sets `__defaults__` (None or a tuple) or `__kwdefaults__` (None or a dict).
+pub fn set_function_defaults(func: &Bound<'_, PyAny>, defaults: &Bound<'_, PyAny>, keyword: bool) -> PyResult<()> {
+    let py = func.py();
+    if !is_function(func) {
+        return Err(PyTypeError::new_err("expected a function"));
+    }
+    let value = defaults.as_ptr();
+    // SAFETY: `func` is a function; both setters type-check `value` (None
+    // meaning no defaults) and raise SystemError on a wrong type.
+    let rc = unsafe {
+        if keyword {
+            ffi::PyFunction_SetKwDefaults(func.as_ptr(), value)
+        } else {
+            ffi::PyFunction_SetDefaults(func.as_ptr(), value)
+        }
+    };
+    check(py, rc).map_err(|_| PyTypeError::new_err(if keyword {
+        "__kwdefaults__ must be None or a dict"
+    } else {
+        "__defaults__ must be None or a tuple"
+    }))
+}
+
+/// Makes a new empty cell.
+pub fn new_cell<'py>(py: Python<'py>, contents: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    let value = contents.map_or(ptr::null_mut(), Bound::as_ptr);
+    // SAFETY: `value` is a valid object or NULL (an empty cell).
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyCell_New(value)) }
+}
+
+/// Reads a cell's contents; None for an empty cell.
+pub fn cell_contents<'py>(cell: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    debug_assert!(is_cell(cell));
+    // SAFETY: `cell` is a cell object; PyCell_Get returns a new reference, or
+    // NULL without an exception for an empty cell.
+    unsafe { Bound::from_owned_ptr_or_opt(cell.py(), ffi::PyCell_Get(cell.as_ptr())) }
+}
+
+/// Fills a cell.
+pub fn set_cell(cell: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !is_cell(cell) {
+        return Err(PyTypeError::new_err("expected a cell"));
+    }
+    // SAFETY: `cell` is a cell and `value` a valid object.
+    check(cell.py(), unsafe { ffi::PyCell_Set(cell.as_ptr(), value.as_ptr()) })
+}
+
+/// Interns a string in place so that equal names are one object in the
+/// pickle's memo whatever their identity in the sender.
+pub fn intern<'py>(s: Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+    if !s.get_type().is(s.py().get_type::<pyo3::types::PyString>()) {
+        return s;
+    }
+    let py = s.py();
+    let mut ptr = s.into_ptr();
+    // SAFETY: `ptr` is an owned reference to an exact str; InternInPlace may
+    // swap it for the interned one, transferring our reference.
+    unsafe {
+        ffi::PyUnicode_InternInPlace(&mut ptr);
+        Bound::from_owned_ptr(py, ptr)
+    }
+}
+
+fn check(py: Python<'_>, rc: c_int) -> PyResult<()> {
+    if rc < 0 {
+        Err(PyErr::fetch(py))
+    } else {
+        Ok(())
+    }
+}

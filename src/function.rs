@@ -1,0 +1,200 @@
+//! Functions by value: code, the globals they reference, closure cells,
+//! attributes, and the submodules their body reaches through a package.
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyModule, PyString, PyTuple};
+
+use crate::code;
+use crate::ffi;
+use crate::lookup;
+use crate::reconstruct::Reconstructors;
+
+/// Module attributes kept in a by-value function's globals so that relative
+/// imports in its body still resolve after loading.
+const MODULE_ATTRS: [&str; 4] = ["__package__", "__name__", "__path__", "__file__"];
+
+/// A function importable by name goes by reference (NotImplemented lets the C
+/// pickler save it as a global); any other is rebuilt from its parts.
+pub fn reduce_function<'py>(pickler: &Bound<'py, PyAny>, func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if lookup::function_or_class_by_reference(func)? {
+        return Ok(func.py().NotImplemented().into_bound(func.py()));
+    }
+    reduce_dynamic_function(pickler, func)
+}
+
+/// `(make_function, (code, base_globals, name, qualname, closure), state, None, None, function_setstate)`.
+///
+/// The closure holds the function's own cells: cells pickle as empty cells
+/// that are filled afterwards, so a cell shared by two closures stays shared
+/// and a self-referencing closure needs no second copy of the function.
+fn reduce_dynamic_function<'py>(pickler: &Bound<'py, PyAny>, func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = func.py();
+    let code = func.getattr(intern!(py, "__code__"))?;
+    let globals = ffi::function_globals(func);
+    let closure = ffi::function_closure(func);
+    let args = PyTuple::new(
+        py,
+        [
+            code.clone(),
+            shared_base_globals(pickler, &globals)?.into_any(),
+            ffi::intern(func.getattr(intern!(py, "__name__"))?),
+            ffi::intern(func.getattr(intern!(py, "__qualname__"))?),
+            or_none(py, closure.clone().map(Bound::into_any)),
+        ],
+    )?;
+    let referenced = referenced_globals(&code, &globals)?;
+    let submodules = imported_submodules(&code, &referenced, closure.as_ref())?;
+    let state = PyTuple::new(
+        py,
+        [
+            or_none(py, (!referenced.is_empty()).then(|| referenced.into_any())),
+            func.getattr(intern!(py, "__defaults__"))?,
+            func.getattr(intern!(py, "__kwdefaults__"))?,
+            non_empty_dict(func.getattr(intern!(py, "__annotations__"))?),
+            function_dict(func)?,
+            func.getattr(intern!(py, "__module__"))?,
+            func.getattr(intern!(py, "__doc__"))?,
+            submodules,
+            type_params(func)?,
+        ],
+    )?;
+    let r = Reconstructors::get(py);
+    Ok(PyTuple::new(
+        py,
+        [
+            r.make_function.bind(py).clone(),
+            args.into_any(),
+            state.into_any(),
+            py.None().into_bound(py),
+            py.None().into_bound(py),
+            r.function_setstate.bind(py).clone(),
+        ],
+    )?
+    .into_any())
+}
+
+fn or_none<'py>(py: Python<'py>, value: Option<Bound<'py, PyAny>>) -> Bound<'py, PyAny> {
+    value.unwrap_or_else(|| py.None().into_bound(py))
+}
+
+fn non_empty_dict(value: Bound<'_, PyAny>) -> Bound<'_, PyAny> {
+    match value.cast::<PyDict>() {
+        Ok(d) if d.is_empty() => value.py().None().into_bound(value.py()),
+        _ => value,
+    }
+}
+
+/// The function's `__dict__` with interned keys, or None when empty.
+fn function_dict<'py>(func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = func.py();
+    let dict = func.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+    if dict.is_empty() {
+        return Ok(py.None().into_bound(py));
+    }
+    let copy = PyDict::new(py);
+    for (k, v) in dict.iter() {
+        copy.set_item(ffi::intern(k), v)?;
+    }
+    Ok(copy.into_any())
+}
+
+/// PEP 695 type parameters (3.12+), or None when there are none.
+fn type_params<'py>(func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = func.py();
+    if cfg!(Py_3_12) {
+        let params = func.getattr(intern!(py, "__type_params__"))?;
+        if params.cast::<PyTuple>().is_ok_and(|t| !t.is_empty()) {
+            return Ok(params);
+        }
+    }
+    Ok(py.None().into_bound(py))
+}
+
+/// The globals dict this function will get on load, shared by every function
+/// of the same `__globals__` pickled by this pickler (`pickler.globals_ref`,
+/// as in cloudpickle, keyed by `id(__globals__)`).
+fn shared_base_globals<'py>(pickler: &Bound<'py, PyAny>, globals: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    let py = pickler.py();
+    let instance_dict = pickler.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+    let refs = match instance_dict.get_item(intern!(py, "globals_ref"))? {
+        Some(refs) => refs.cast_into::<PyDict>()?,
+        None => {
+            let refs = PyDict::new(py);
+            instance_dict.set_item(intern!(py, "globals_ref"), &refs)?;
+            refs
+        }
+    };
+    let key = globals.as_ptr() as usize;
+    if let Some(base) = refs.get_item(key)? {
+        return Ok(base.cast_into::<PyDict>()?);
+    }
+    let base = PyDict::new(py);
+    for attr in MODULE_ATTRS {
+        if let Some(value) = globals.get_item(attr)? {
+            base.set_item(attr, ffi::intern(value))?;
+        }
+    }
+    refs.set_item(key, &base)?;
+    Ok(base)
+}
+
+/// `{name: value}` for the globals the code references that exist now.
+fn referenced_globals<'py>(code: &Bound<'py, PyAny>, globals: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    let py = code.py();
+    let subset = PyDict::new(py);
+    for name in code::global_names(code)?.iter() {
+        if let Some(value) = globals.get_item(&name)? {
+            subset.set_item(name, value)?;
+        }
+    }
+    Ok(subset)
+}
+
+/// Submodules the body reaches as attributes of a package it references
+/// (`import os.path` then `os.path.join`): pickled by reference beside the
+/// function so that loading imports them. Sorted by name for determinism.
+fn imported_submodules<'py>(
+    code: &Bound<'py, PyAny>,
+    referenced: &Bound<'py, PyDict>,
+    closure: Option<&Bound<'py, PyTuple>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = code.py();
+    let mut packages = Vec::new();
+    let mut consider = |value: Bound<'py, PyAny>| -> PyResult<()> {
+        if value.is_instance_of::<PyModule>() && lookup::getattr_opt(&value, intern!(py, "__package__"))?.is_some_and(|p| p.is_truthy().unwrap_or(false)) {
+            packages.push(value.getattr(intern!(py, "__name__"))?.str()?.to_string());
+        }
+        Ok(())
+    };
+    for value in referenced.values() {
+        consider(value)?;
+    }
+    for cell in closure.into_iter().flat_map(|c| c.iter()) {
+        if let Some(value) = ffi::cell_contents(&cell) {
+            consider(value)?;
+        }
+    }
+    if packages.is_empty() {
+        return Ok(py.None().into_bound(py));
+    }
+    let co_names = code.getattr(intern!(py, "co_names"))?.cast_into::<PyTuple>()?;
+    let co_names: Vec<String> = co_names.iter().map(|n| n.to_string()).collect();
+    let modules = lookup::sys_modules(py)?.copy()?;
+    let mut found: Vec<(String, Bound<'py, PyAny>)> = Vec::new();
+    for (name, module) in modules.iter() {
+        let Ok(name) = name.cast::<PyString>() else { continue };
+        let name = name.to_str()?;
+        for package in &packages {
+            let Some(rest) = name.strip_prefix(package.as_str()).and_then(|r| r.strip_prefix('.')) else { continue };
+            if rest.split('.').all(|token| co_names.iter().any(|n| n == token)) && !found.iter().any(|(n, _)| n == name) {
+                found.push((name.to_owned(), module.clone()));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(py.None().into_bound(py));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(PyTuple::new(py, found.into_iter().map(|(_, m)| m))?.into_any())
+}

@@ -1,0 +1,31 @@
+//! cloudpickle-rs: cloudpickle's reducers as native code behind the C
+//! pickler's `reducer_override` hook.
+
+mod class;
+mod code;
+mod ffi;
+mod function;
+mod lookup;
+mod module;
+mod pickler;
+mod reconstruct;
+mod registry;
+mod statics;
+mod types;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    reconstruct::Reconstructors::register(m)?;
+    m.add("Pickler", pickler::create_pickler_class(py)?)?;
+    m.add_class::<pickler::DispatchTableDescriptor>()?;
+    m.add_function(wrap_pyfunction!(pickler::dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(pickler::dump, m)?)?;
+    m.add_function(wrap_pyfunction!(registry::register_pickle_by_value, m)?)?;
+    m.add_function(wrap_pyfunction!(registry::unregister_pickle_by_value, m)?)?;
+    m.add_function(wrap_pyfunction!(registry::list_registry_pickle_by_value, m)?)?;
+    m.add("PYTHON_VERSION", code::python_version(py))?;
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! The `Pickler` class: a Python subclass of the C `_pickle.Pickler` whose
+//! `reducer_override`, `__init__` and `dump` are native method descriptors.
+//!
+//! Dispatch tables. `Pickler.dispatch_table` (also `Pickler.dispatch`) is
+//! `ChainMap(user_table, copyreg.dispatch_table)`, as in cloudpickle, but the
+//! C pickler's own `dispatch_table` slot is left empty for it: with the slot
+//! set, every ordinary object would pay a mapping lookup and a raised
+//! KeyError. The hook consults `user_table` (a plain dict, usually empty)
+//! itself, and the C pickler reads `copyreg.dispatch_table` directly. A table
+//! assigned to an instance, or defined by a subclass, goes into the slot as
+//! usual and takes priority over everything this module reduces.
+
+use std::ffi::CStr;
+
+use pyo3::exceptions::{PyKeyError, PyRecursionError, PyTypeError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+
+use crate::ffi::{self, MethodImpl};
+use crate::statics::{self, PicklingError};
+use crate::{class, code, function, meth_o, meth_varargs, module, types};
+
+struct PicklerType {
+    cls: Py<PyType>,
+    base: Py<PyType>,
+    base_dump: Py<PyAny>,
+    /// `_pickle.Pickler.__dict__["dispatch_table"]`, the C member descriptor.
+    dispatch_member: Py<PyAny>,
+    /// Byte offset of that member in a pickler instance.
+    dispatch_offset: isize,
+    default_table: Py<PyAny>,
+    user_table: Py<PyDict>,
+    highest_protocol: Py<PyAny>,
+    /// classmethod, staticmethod and their abc variants, reduced as `type(obj)(obj.__func__)`.
+    function_wrappers: [usize; 4],
+    method_type: usize,
+}
+
+static PICKLER: PyOnceLock<PicklerType> = PyOnceLock::new();
+
+impl PicklerType {
+    fn get(py: Python<'_>) -> &PicklerType {
+        PICKLER.get(py).expect("the Pickler class is built when the module is imported")
+    }
+}
+
+/// What the hook does with an object, decided from its type alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Function,
+    Class,
+    Code,
+    Cell,
+    Method,
+    FunctionWrapper,
+    Module,
+    Other,
+}
+
+impl Kind {
+    #[inline]
+    fn of(obj: &Bound<'_, PyAny>, st: &PicklerType) -> Kind {
+        if ffi::is_function(obj) {
+            return Kind::Function;
+        }
+        let tp = obj.get_type();
+        if obj.is_instance_of::<PyType>() {
+            return Kind::Class;
+        }
+        if ffi::is_code(obj) {
+            return Kind::Code;
+        }
+        if ffi::is_cell(obj) {
+            return Kind::Cell;
+        }
+        let tp_addr = tp.as_ptr() as usize;
+        if tp_addr == st.method_type {
+            return Kind::Method;
+        }
+        if st.function_wrappers.contains(&tp_addr) {
+            return Kind::FunctionWrapper;
+        }
+        if obj.is_instance_of::<pyo3::types::PyModule>() {
+            return Kind::Module;
+        }
+        Kind::Other
+    }
+}
+
+/// `table[key]`, None on KeyError, for any mapping.
+fn mapping_get<'py>(table: &Bound<'py, PyAny>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match table.get_item(key) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.is_instance_of::<PyKeyError>(table.py()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `Pickler.reducer_override(obj)`: called by the C pickler for every object
+/// it does not write by itself (not for int, str, list, dict, ...).
+fn reducer_override<'py>(pickler: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let st = PicklerType::get(py);
+    let kind = Kind::of(obj, st);
+    if let Some(table) = ffi::read_object_member(pickler, st.dispatch_offset) {
+        // The C pickler consults this table itself for what we return NotImplemented for.
+        if kind == Kind::Other {
+            return Ok(py.NotImplemented().into_bound(py));
+        }
+        if let Some(reduce) = mapping_get(&table, obj.get_type().as_any())? {
+            return reduce.call1((obj,));
+        }
+    } else {
+        let user_table = st.user_table.bind(py);
+        if !user_table.is_empty() {
+            if let Some(reduce) = user_table.get_item(obj.get_type())? {
+                return reduce.call1((obj,));
+            }
+        }
+    }
+    match kind {
+        Kind::Function => function::reduce_function(pickler, obj),
+        Kind::Class => class::reduce_class(obj),
+        Kind::Code => code::reduce_code(obj),
+        Kind::Cell => types::reduce_cell(obj),
+        Kind::Method => types::reduce_method(obj),
+        Kind::FunctionWrapper => types::reduce_function_wrapper(obj),
+        Kind::Module => module::reduce_module(obj),
+        Kind::Other => Ok(py.NotImplemented().into_bound(py)),
+    }
+}
+
+const INIT_PARAMS: [&str; 3] = ["file", "protocol", "buffer_callback"];
+
+/// Binds `__init__(self, file, protocol=None, buffer_callback=None)`'s arguments.
+fn bind_init_args<'py>(
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<[Option<Bound<'py, PyAny>>; 3]> {
+    if args.len() > INIT_PARAMS.len() {
+        return Err(PyTypeError::new_err(format!(
+            "__init__() takes from 2 to 4 positional arguments but {} were given",
+            args.len() + 1
+        )));
+    }
+    let mut bound: [Option<Bound<'py, PyAny>>; 3] = [None, None, None];
+    for (slot, value) in bound.iter_mut().zip(args.iter()) {
+        *slot = Some(value);
+    }
+    for (key, value) in kwargs.into_iter().flat_map(|k| k.iter()) {
+        let key = key.cast::<PyString>()?.to_str()?.to_owned();
+        let Some(index) = INIT_PARAMS.iter().position(|p| *p == key) else {
+            return Err(PyTypeError::new_err(format!("__init__() got an unexpected keyword argument '{key}'")));
+        };
+        if bound[index].replace(value).is_some() {
+            return Err(PyTypeError::new_err(format!("__init__() got multiple values for argument '{key}'")));
+        }
+    }
+    if bound[0].is_none() {
+        return Err(PyTypeError::new_err("__init__() missing 1 required positional argument: 'file'"));
+    }
+    Ok(bound)
+}
+
+/// `Pickler.__init__(file, protocol=None, buffer_callback=None)`: protocol
+/// None means `DEFAULT_PROTOCOL` (the highest), as in cloudpickle.
+fn pickler_init<'py>(
+    pickler: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = pickler.py();
+    let st = PicklerType::get(py);
+    let [file, protocol, buffer_callback] = bind_init_args(args, kwargs)?;
+    let none = || py.None().into_bound(py);
+    let protocol = protocol.filter(|p| !p.is_none()).unwrap_or_else(|| st.highest_protocol.bind(py).clone());
+    let base_args = PyTuple::new(
+        py,
+        [
+            file.unwrap_or_else(none),
+            protocol,
+            pyo3::types::PyBool::new(py, true).to_owned().into_any(),
+            buffer_callback.unwrap_or_else(none),
+        ],
+    )?;
+    ffi::call_base_init(st.base.bind(py), pickler, &base_args)?;
+    // The base copied the class-level default table into the slot: empty the
+    // slot again, the hook and the C fast path cover the default (see module doc).
+    if ffi::read_object_member(pickler, st.dispatch_offset).is_some_and(|t| t.is(st.default_table.bind(py))) {
+        st.dispatch_member.bind(py).call_method1(intern!(py, "__delete__"), (pickler,))?;
+    }
+    Ok(none())
+}
+
+const RECURSION_MESSAGE: &str = "Could not pickle object as excessively deep recursion required.";
+
+/// `Pickler.dump(obj)`: the C pickler's, with excessive recursion reported
+/// as `pickle.PicklingError`, as cloudpickle does.
+fn pickler_dump<'py>(pickler: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    match PicklerType::get(py).base_dump.bind(py).call1((pickler, obj)) {
+        Err(e) if e.is_instance_of::<PyRecursionError>(py) => {
+            let err = PicklingError::new_err(RECURSION_MESSAGE);
+            err.set_cause(py, Some(e));
+            Err(err)
+        }
+        other => other,
+    }
+}
+
+meth_o!(reducer_override_c, reducer_override);
+meth_o!(dump_c, pickler_dump);
+meth_varargs!(init_c, pickler_init);
+
+/// The class attribute `dispatch_table`: on the class, the default
+/// `ChainMap`; on an instance, the table assigned to it (or the default);
+/// assigning or deleting on an instance sets the C pickler's own slot.
+#[pyclass(frozen, module = "cloudpickle_rs._native")]
+pub struct DispatchTableDescriptor;
+
+#[pymethods]
+impl DispatchTableDescriptor {
+    fn __get__<'py>(
+        &self,
+        py: Python<'py>,
+        instance: Option<Bound<'py, PyAny>>,
+        _owner: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let st = PicklerType::get(py);
+        if let Some(instance) = instance.filter(|i| !i.is_none() && i.is_instance(st.cls.bind(py)).unwrap_or(false)) {
+            if let Some(table) = ffi::read_object_member(&instance, st.dispatch_offset) {
+                return Ok(table);
+            }
+        }
+        Ok(st.default_table.bind(py).clone())
+    }
+
+    fn __set__(&self, py: Python<'_>, instance: Bound<'_, PyAny>, table: Bound<'_, PyAny>) -> PyResult<()> {
+        let member = PicklerType::get(py).dispatch_member.bind(py);
+        member.call_method1(intern!(py, "__set__"), (instance, table))?;
+        Ok(())
+    }
+
+    fn __delete__(&self, py: Python<'_>, instance: Bound<'_, PyAny>) -> PyResult<()> {
+        let member = PicklerType::get(py).dispatch_member.bind(py);
+        member.call_method1(intern!(py, "__delete__"), (instance,))?;
+        Ok(())
+    }
+}
+
+const PICKLER_DOC: &str = "Pickler(file, protocol=None, buffer_callback=None)\n\n\
+A pickle.Pickler that also pickles lambdas, nested functions, and functions of\n\
+__main__ or of modules registered by value, by value (as cloudpickle does).";
+
+fn addr(obj: &Bound<'_, PyAny>) -> usize {
+    obj.as_ptr() as usize
+}
+
+/// Creates `class Pickler(_pickle.Pickler)` and attaches the native methods.
+pub fn create_pickler_class<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyType>> {
+    let base = statics::c_pickler(py)?.cast::<PyType>()?.clone();
+    let dispatch_member = base.getattr("__dict__")?.get_item("dispatch_table")?;
+    let dispatch_offset = ffi::object_member_offset(&dispatch_member, c"dispatch_table")?;
+    let user_table = PyDict::new(py);
+    let default_table = statics::chain_map(py)?.call1((&user_table, statics::copyreg_dispatch_table(py)?))?;
+
+    let namespace = PyDict::new(py);
+    namespace.set_item("__module__", "cloudpickle_rs")?;
+    namespace.set_item("__qualname__", "Pickler")?;
+    namespace.set_item("__doc__", PICKLER_DOC)?;
+    namespace.set_item("dispatch_table", Bound::new(py, DispatchTableDescriptor)?)?;
+    namespace.set_item("dispatch", &default_table)?;
+    let cls = py
+        .get_type::<PyType>()
+        .call1(("Pickler", (&base,), namespace))?
+        .cast_into::<PyType>()?;
+    add_methods(&cls)?;
+
+    let function_wrappers = [
+        ffi::classmethod_type_addr(),
+        ffi::staticmethod_type_addr(),
+        addr(statics::abstract_classmethod(py)?),
+        addr(statics::abstract_staticmethod(py)?),
+    ];
+    let state = PicklerType {
+        cls: cls.clone().unbind(),
+        base_dump: base.getattr("dump")?.unbind(),
+        base: base.unbind(),
+        dispatch_member: dispatch_member.unbind(),
+        dispatch_offset,
+        default_table: default_table.unbind(),
+        user_table: user_table.unbind(),
+        highest_protocol: py.import("pickle")?.getattr("HIGHEST_PROTOCOL")?.unbind(),
+        function_wrappers,
+        method_type: addr(statics::method_type(py)?),
+    };
+    let _ = PICKLER.set(py, state);
+    Ok(PicklerType::get(py).cls.bind(py).clone())
+}
+
+fn add_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
+    const REDUCER_DOC: &CStr = c"reducer_override(obj)\n--\n\nReduce functions, classes, code objects, cells, methods and modules as cloudpickle does; NotImplemented for everything else.";
+    const INIT_DOC: &CStr = c"Initialize self. See help(type(self)) for accurate signature.";
+    const DUMP_DOC: &CStr = c"dump(obj)\n--\n\nWrite a pickled representation of obj to the open file.";
+    ffi::add_method(cls, c"reducer_override", REDUCER_DOC, MethodImpl::O(reducer_override_c))?;
+    ffi::add_method(cls, c"dump", DUMP_DOC, MethodImpl::O(dump_c))?;
+    ffi::add_method(cls, c"__init__", INIT_DOC, MethodImpl::Varargs(init_c))?;
+    Ok(())
+}
+
+fn new_pickler<'py>(
+    py: Python<'py>,
+    file: &Bound<'py, PyAny>,
+    protocol: Option<Bound<'py, PyAny>>,
+    buffer_callback: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    PicklerType::get(py).cls.bind(py).call1((file, protocol, buffer_callback))
+}
+
+/// Serialize obj as bytes streamed into file (see cloudpickle.dump).
+#[pyfunction]
+#[pyo3(signature = (obj, file, protocol = None, buffer_callback = None))]
+pub fn dump<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    file: &Bound<'py, PyAny>,
+    protocol: Option<Bound<'py, PyAny>>,
+    buffer_callback: Option<Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    let pickler = new_pickler(py, file, protocol, buffer_callback)?;
+    pickler_dump(&pickler, obj)?;
+    Ok(())
+}
+
+/// Serialize obj as a bytes object (see cloudpickle.dumps).
+#[pyfunction]
+#[pyo3(signature = (obj, protocol = None, buffer_callback = None))]
+pub fn dumps<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    protocol: Option<Bound<'py, PyAny>>,
+    buffer_callback: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let file = statics::bytes_io(py)?.call0()?;
+    let pickler = new_pickler(py, &file, protocol, buffer_callback)?;
+    pickler_dump(&pickler, obj)?;
+    file.call_method0(intern!(py, "getvalue"))
+}

@@ -1,0 +1,224 @@
+//! The load side: native reconstructors that pickles made here call. Each
+//! checks its arguments, since a pickle may come from anywhere: a wrong type,
+//! arity or value raises TypeError or ValueError, never crashes.
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyModule, PyString, PyTuple, PyType};
+
+use crate::ffi;
+use crate::lookup;
+use crate::statics;
+
+/// The reconstructors, as the module exposes them, for the reducers to name.
+pub struct Reconstructors {
+    pub make_function: Py<PyAny>,
+    pub function_setstate: Py<PyAny>,
+    pub make_code: Py<PyAny>,
+    pub make_cell: Py<PyAny>,
+    pub cell_set: Py<PyAny>,
+    pub make_method: Py<PyAny>,
+    pub subimport: Py<PyAny>,
+    pub make_module: Py<PyAny>,
+    pub module_setstate: Py<PyAny>,
+    pub builtin_type: Py<PyAny>,
+}
+
+static RECONSTRUCTORS: PyOnceLock<Reconstructors> = PyOnceLock::new();
+
+impl Reconstructors {
+    /// Registers the reconstructors on the module and remembers them.
+    pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(make_function, m)?)?;
+        m.add_function(wrap_pyfunction!(function_setstate, m)?)?;
+        m.add_function(wrap_pyfunction!(crate::code::make_code, m)?)?;
+        m.add_function(wrap_pyfunction!(make_cell, m)?)?;
+        m.add_function(wrap_pyfunction!(cell_set, m)?)?;
+        m.add_function(wrap_pyfunction!(make_method, m)?)?;
+        m.add_function(wrap_pyfunction!(subimport, m)?)?;
+        m.add_function(wrap_pyfunction!(make_module, m)?)?;
+        m.add_function(wrap_pyfunction!(module_setstate, m)?)?;
+        m.add_function(wrap_pyfunction!(builtin_type, m)?)?;
+        m.add_class::<crate::code::SortedFrozenSet>()?;
+        let get = |name: &str| m.getattr(name).map(Bound::unbind);
+        let found = Reconstructors {
+            make_function: get("make_function")?,
+            function_setstate: get("function_setstate")?,
+            make_code: get("make_code")?,
+            make_cell: get("make_cell")?,
+            cell_set: get("cell_set")?,
+            make_method: get("make_method")?,
+            subimport: get("subimport")?,
+            make_module: get("make_module")?,
+            module_setstate: get("module_setstate")?,
+            builtin_type: get("builtin_type")?,
+        };
+        // A second import of the module (subinterpreter, reload) keeps the first set.
+        let _ = RECONSTRUCTORS.set(m.py(), found);
+        Ok(())
+    }
+
+    pub fn get(py: Python<'_>) -> &Reconstructors {
+        RECONSTRUCTORS.get(py).expect("reconstructors are registered when the module is imported")
+    }
+}
+
+/// Checks that `closure` fits the free variables of `code`: CPython trusts
+/// a function's closure to have exactly one cell per free variable.
+fn check_closure(code: &Bound<'_, PyAny>, closure: Option<&Bound<'_, PyTuple>>) -> PyResult<()> {
+    let freevars = code.getattr(intern!(code.py(), "co_freevars"))?.len()?;
+    let given = closure.map_or(0, |c| c.len());
+    if given != freevars {
+        return Err(PyValueError::new_err(format!(
+            "code object needs a closure of {freevars} cells, got {given}"
+        )));
+    }
+    if let Some(cell) = closure.into_iter().flat_map(|c| c.iter()).find(|c| !ffi::is_cell(c)) {
+        return Err(PyTypeError::new_err(format!(
+            "closure items must be cells, not {}",
+            cell.get_type().name()?
+        )));
+    }
+    Ok(())
+}
+
+/// Creates a function from its code, globals, names and closure cells; the
+/// rest of its state arrives through [`function_setstate`].
+#[pyfunction]
+#[pyo3(signature = (code, globals, name, qualname, closure))]
+pub fn make_function<'py>(
+    code: &Bound<'py, PyAny>,
+    globals: &Bound<'py, PyDict>,
+    name: &Bound<'py, PyString>,
+    qualname: &Bound<'py, PyString>,
+    closure: Option<&Bound<'py, PyTuple>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = code.py();
+    if !ffi::is_code(code) {
+        return Err(PyTypeError::new_err(format!("expected a code object, got {}", code.get_type().name()?)));
+    }
+    check_closure(code, closure)?;
+    // Without `__builtins__`, 3.9 would give the function a bare builtins namespace.
+    if !globals.contains(intern!(py, "__builtins__"))? {
+        globals.set_item(intern!(py, "__builtins__"), statics::builtins_dict(py)?)?;
+    }
+    let func = ffi::new_function(code, globals, Some(qualname.as_any()))?;
+    if !PyAnyMethods::eq(name.as_any(), code.getattr(intern!(py, "co_name"))?)? {
+        func.setattr(intern!(py, "__name__"), name)?;
+    }
+    if let Some(closure) = closure {
+        ffi::set_function_closure(&func, closure)?;
+    }
+    Ok(func)
+}
+
+/// Number of items in a function's state tuple.
+pub const FUNCTION_STATE_LEN: usize = 9;
+
+/// Restores a function's state: referenced globals (merged into the shared
+/// globals dict), defaults, keyword defaults, annotations, `__dict__`,
+/// `__module__`, `__doc__`, the submodules it needs (imported by loading
+/// them) and its PEP 695 type parameters.
+#[pyfunction]
+pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyResult<()> {
+    let py = func.py();
+    if !ffi::is_function(func) {
+        return Err(PyTypeError::new_err(format!("expected a function, got {}", func.get_type().name()?)));
+    }
+    if state.len() != FUNCTION_STATE_LEN {
+        return Err(PyValueError::new_err(format!(
+            "function state must have {FUNCTION_STATE_LEN} items, got {}",
+            state.len()
+        )));
+    }
+    let item = |i: usize| state.get_item(i);
+    let referenced = item(0)?;
+    if !referenced.is_none() {
+        ffi::function_globals(func).update(referenced.cast::<PyDict>()?.as_mapping())?;
+    }
+    ffi::set_function_defaults(func, &item(1)?, false)?;
+    ffi::set_function_defaults(func, &item(2)?, true)?;
+    let annotations = item(3)?;
+    if !annotations.is_none() {
+        func.setattr(intern!(py, "__annotations__"), annotations)?;
+    }
+    let attributes = item(4)?;
+    if !attributes.is_none() {
+        let attributes = attributes.cast::<PyDict>()?;
+        func.getattr(intern!(py, "__dict__"))?.cast::<PyDict>()?.update(attributes.as_mapping())?;
+    }
+    func.setattr(intern!(py, "__module__"), item(5)?)?;
+    func.setattr(intern!(py, "__doc__"), item(6)?)?;
+    // Item 7, the submodules, did its work when it was loaded: importing them.
+    let type_params = item(8)?;
+    if !type_params.is_none() {
+        func.setattr(intern!(py, "__type_params__"), type_params)?;
+    }
+    Ok(())
+}
+
+/// `make_cell()` is an empty cell; `make_cell(value)` a cell holding `value`.
+#[pyfunction]
+#[pyo3(signature = (*contents))]
+pub fn make_cell<'py>(py: Python<'py>, contents: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    match contents.len() {
+        0 => ffi::new_cell(py, None),
+        1 => ffi::new_cell(py, Some(&contents.get_item(0)?)),
+        n => Err(PyTypeError::new_err(format!("make_cell takes at most 1 argument ({n} given)"))),
+    }
+}
+
+/// Fills a cell made by `make_cell()`.
+#[pyfunction]
+pub fn cell_set(cell: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    ffi::set_cell(cell, value)
+}
+
+/// A bound method, as `types.MethodType(func, obj)`.
+#[pyfunction]
+pub fn make_method<'py>(func: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    statics::method_type(func.py())?.call1((func, obj))
+}
+
+/// Imports a module by its full dotted name and returns that module (not
+/// its top-level package, as `__import__` would).
+#[pyfunction]
+pub fn subimport<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    let py = name.py();
+    let imported = py.import(name)?;
+    Ok(lookup::sys_modules(py)?.get_item(name)?.unwrap_or_else(|| imported.into_any()))
+}
+
+/// An empty module of the given name; its namespace arrives through [`module_setstate`].
+#[pyfunction]
+pub fn make_module<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    let py = name.py();
+    let module = statics::module_type(py)?.call1((name,))?;
+    module.setattr(intern!(py, "__builtins__"), statics::builtins_dict(py)?)?;
+    Ok(module)
+}
+
+/// Fills a dynamic module's namespace.
+#[pyfunction]
+pub fn module_setstate(module: &Bound<'_, PyAny>, namespace: &Bound<'_, PyDict>) -> PyResult<()> {
+    let py = module.py();
+    let module = module.cast::<PyModule>()?;
+    module.dict().update(namespace.as_mapping())?;
+    module.dict().set_item(intern!(py, "__builtins__"), statics::builtins_dict(py)?)?;
+    Ok(())
+}
+
+/// A class of the `types` module by name (`FunctionType`, `CodeType`, ...).
+#[pyfunction]
+pub fn builtin_type<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    let py = name.py();
+    if name.to_str()? == "ClassType" {
+        return Ok(py.get_type::<PyType>().into_any());
+    }
+    match lookup::getattr_opt(&py.import("types")?.into_any(), name)? {
+        Some(cls) if cls.is_instance_of::<PyType>() => Ok(cls),
+        _ => Err(PyValueError::new_err(format!("types has no class named {name}"))),
+    }
+}

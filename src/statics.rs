@@ -1,0 +1,33 @@
+//! Python objects the native code needs, imported once and lazily.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+/// Defines `fn $name(py) -> PyResult<&Bound<PyAny>>` returning `module.attr`, imported once.
+macro_rules! cached_attr {
+    ($(#[$doc:meta])* $name:ident, $module:literal, $attr:literal) => {
+        $(#[$doc])*
+        pub fn $name(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+            static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            CELL.import(py, $module, $attr)
+        }
+    };
+}
+
+cached_attr!(method_type, "types", "MethodType");
+cached_attr!(module_type, "types", "ModuleType");
+cached_attr!(code_type, "types", "CodeType");
+cached_attr!(builtins_dict, "builtins", "__dict__");
+cached_attr!(abstract_classmethod, "abc", "abstractclassmethod");
+cached_attr!(abstract_staticmethod, "abc", "abstractstaticmethod");
+cached_attr!(bytes_io, "io", "BytesIO");
+cached_attr!(
+    /// The C pickler everything here builds on (`pickle.Pickler is _pickle.Pickler`).
+    c_pickler, "_pickle", "Pickler"
+);
+cached_attr!(copyreg_dispatch_table, "copyreg", "dispatch_table");
+cached_attr!(chain_map, "collections", "ChainMap");
+cached_attr!(opmap, "opcode", "opmap");
+
+pyo3::import_exception!(pickle, PicklingError);
+pyo3::import_exception!(pickle, UnpicklingError);
