@@ -1,0 +1,200 @@
+"""Every reconstructor the native module exposes, given hostile arguments,
+raises TypeError/ValueError (or UnpicklingError), never crashes.
+
+Each case runs in one subprocess per test function so that a crash (a
+segfault, an abort) shows up as a failed test with its exit status instead
+of killing the test run.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import cloudpickle_rs
+from cloudpickle_rs import _native
+
+RECONSTRUCTORS = [
+    "make_function",
+    "function_setstate",
+    "make_code",
+    "make_cell",
+    "cell_set",
+    "make_method",
+    "subimport",
+    "make_module",
+    "module_setstate",
+    "builtin_type",
+]
+
+HOSTILE_VALUES = """[
+    None, 0, -1, 2**100, 1.5, "", "x" * 10_000, b"\\x00", (), (None,) * 50, [], {},
+    object(), type, len, (lambda: 0).__code__, sys, frozenset([1]),
+]"""
+
+HARNESS = textwrap.dedent(
+    """
+    import itertools, pickle, sys
+    from cloudpickle_rs import _native
+    f = getattr(_native, NAME)
+    values = VALUES
+    calls = 0
+    for arity in range(0, 4):
+        for args in itertools.product(values, repeat=arity) if arity < 3 else zip(values, values[1:], values[2:]):
+            calls += 1
+            try:
+                f(*args)
+            except (TypeError, ValueError, pickle.UnpicklingError, ImportError, AttributeError):
+                pass
+    print("calls", calls)
+    """
+)
+
+
+def test_every_reconstructor_is_listed():
+    exposed = {
+        name
+        for name in dir(_native)
+        if callable(getattr(_native, name))
+        and getattr(getattr(_native, name), "__module__", None) == "cloudpickle_rs._native"
+        and name not in ("dumps", "dump", "register_pickle_by_value", "unregister_pickle_by_value", "list_registry_pickle_by_value")
+        and not isinstance(getattr(_native, name), type)
+    }
+    assert exposed == set(RECONSTRUCTORS)
+
+
+@pytest.mark.parametrize("name", RECONSTRUCTORS)
+def test_hostile_arguments_raise_never_crash(name):
+    code = HARNESS.replace("NAME", repr(name)).replace("VALUES", HOSTILE_VALUES)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("calls ")
+
+
+def run_checks(src):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(src)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_function_checks_closure_against_free_variables():
+    run_checks(
+        """
+from cloudpickle_rs import _native
+
+def outer():
+    x = 1
+    def inner():
+        return x
+    return inner
+
+code = outer().__code__
+cell = _native.make_cell(5)
+cases = [
+    (None, ValueError),            # free variable but no closure
+    ((), ValueError),              # too few cells
+    ((cell, cell), ValueError),    # too many cells
+    ((5,), TypeError),             # not a cell
+]
+for closure, error in cases:
+    try:
+        _native.make_function(code, {}, "inner", "inner", closure)
+    except error:
+        pass
+    else:
+        raise AssertionError(f"closure {closure!r} accepted")
+f = _native.make_function(code, {}, "inner", "outer.<locals>.inner", (cell,))
+assert f() == 5 and f.__qualname__ == "outer.<locals>.inner"
+assert "__builtins__" in f.__globals__
+try:
+    _native.make_function((lambda: 0).__code__, {}, "f", "f", (cell,))
+except ValueError:
+    pass
+else:
+    raise AssertionError("closure for a code object without free variables accepted")
+"""
+    )
+
+
+def test_function_setstate_rejects_bad_state():
+    run_checks(
+        """
+from cloudpickle_rs import _native
+f = lambda: 0
+good = (None, None, None, None, None, "m", None, None, None)
+_native.function_setstate(f, good)
+assert f.__module__ == "m"
+bad_states = [(), good[:-1], good + (None,), ("notadict",) + good[1:], (None, "notatuple") + good[2:],
+              (None, None, 5) + good[3:], (None, None, None, 7) + good[4:], good[:4] + ([],) + good[5:]]
+for state in bad_states:
+    try:
+        _native.function_setstate(f, state)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise AssertionError(f"state {state!r} accepted")
+for not_a_function in (len, None, 1, type):
+    try:
+        _native.function_setstate(not_a_function, good)
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("non-function accepted")
+"""
+    )
+
+
+def test_make_code_names_both_versions_on_mismatch():
+    out = run_checks(
+        """
+import pickle, sys
+from cloudpickle_rs import _native
+try:
+    _native.make_code((2, 7), ())
+except pickle.UnpicklingError as e:
+    print(e)
+"""
+    )
+    here = "{}.{}".format(*sys.version_info[:2])
+    assert "2.7" in out and here in out
+
+
+def test_cell_reconstructors():
+    run_checks(
+        """
+from cloudpickle_rs import _native
+empty = _native.make_cell()
+try:
+    empty.cell_contents
+except ValueError:
+    pass
+else:
+    raise AssertionError("cell not empty")
+_native.cell_set(empty, 3)
+assert empty.cell_contents == 3
+assert _native.make_cell(None).cell_contents is None
+for bad in ((1, 2), ):
+    try:
+        _native.make_cell(*bad)
+    except TypeError:
+        pass
+    else:
+        raise AssertionError
+try:
+    _native.cell_set(object(), 1)
+except TypeError:
+    pass
+else:
+    raise AssertionError
+"""
+    )
+
+
+def test_pickles_reference_the_native_reconstructors_by_name():
+    # A pickle names each reconstructor as cloudpickle_rs._native.<name>, and
+    # that name must lead back to the object.
+    payload = cloudpickle_rs.dumps(lambda: 0)
+    for name in ("make_function", "function_setstate", "make_code"):
+        assert name.encode() in payload
+        assert getattr(_native, name).__module__ == "cloudpickle_rs._native"
