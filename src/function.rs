@@ -50,9 +50,9 @@ fn reduce_dynamic_function<'py>(pickler: &Bound<'py, PyAny>, func: &Bound<'py, P
         [
             or_none(py, (!referenced.is_empty()).then(|| referenced.into_any())),
             func.getattr(intern!(py, "__defaults__"))?,
-            func.getattr(intern!(py, "__kwdefaults__"))?,
-            non_empty_dict(func.getattr(intern!(py, "__annotations__"))?),
-            function_dict(func)?,
+            interned_keys(func.getattr(intern!(py, "__kwdefaults__"))?)?,
+            interned_keys(func.getattr(intern!(py, "__annotations__"))?)?,
+            interned_keys(func.getattr(intern!(py, "__dict__"))?)?,
             func.getattr(intern!(py, "__module__"))?,
             func.getattr(intern!(py, "__doc__"))?,
             submodules,
@@ -78,17 +78,12 @@ fn or_none<'py>(py: Python<'py>, value: Option<Bound<'py, PyAny>>) -> Bound<'py,
     value.unwrap_or_else(|| py.None().into_bound(py))
 }
 
-fn non_empty_dict(value: Bound<'_, PyAny>) -> Bound<'_, PyAny> {
-    match value.cast::<PyDict>() {
-        Ok(d) if d.is_empty() => value.py().None().into_bound(value.py()),
-        _ => value,
-    }
-}
-
-/// The function's `__dict__` with interned keys, or None when empty.
-fn function_dict<'py>(func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = func.py();
-    let dict = func.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+/// A copy of a dict with its keys interned (so that memo hits in the pickle
+/// do not depend on which key strings the sender happened to share with its
+/// code), or None for an empty dict or None. Anything else passes through.
+fn interned_keys(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    let py = value.py();
+    let Ok(dict) = value.cast::<PyDict>() else { return Ok(value) };
     if dict.is_empty() {
         return Ok(py.None().into_bound(py));
     }

@@ -76,6 +76,13 @@ pub fn lookup_module_and_qualname<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Opti
         Some(n) if !n.is_none() => n,
         _ => getattr_opt(obj, intern!(py, "__name__"))?.unwrap_or_else(|| py.None().into_bound(py)),
     };
+    lookup_module_and_name(obj, &name)
+}
+
+/// As [`lookup_module_and_qualname`], with the name to look up given.
+pub fn lookup_module_and_name<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = obj.py();
+    let name = name.clone();
     let Some(module_name) = whichmodule(obj, &name)? else { return Ok(None) };
     if module_name.cast::<PyString>().is_ok_and(|n| n.to_str().is_ok_and(|s| s == "__main__")) {
         return Ok(None);
@@ -90,7 +97,7 @@ pub fn lookup_module_and_qualname<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Opti
     }
 }
 
-fn module_registered_by_value(module: &Bound<'_, PyAny>) -> PyResult<bool> {
+pub fn module_registered_by_value(module: &Bound<'_, PyAny>) -> PyResult<bool> {
     let name = module.getattr(intern!(module.py(), "__name__"))?;
     Ok(match name.cast::<PyString>() {
         Ok(n) => registry::is_registered(n.to_str()?),

@@ -36,6 +36,8 @@ struct PicklerType {
     /// classmethod, staticmethod and their abc variants, reduced as `type(obj)(obj.__func__)`.
     function_wrappers: [usize; 4],
     method_type: usize,
+    /// typing.TypeVar, ParamSpec and TypeVarTuple (0 where absent).
+    type_parameters: [usize; 3],
 }
 
 static PICKLER: PyOnceLock<PicklerType> = PyOnceLock::new();
@@ -56,6 +58,7 @@ enum Kind {
     Method,
     FunctionWrapper,
     Module,
+    TypeParameter,
     Other,
 }
 
@@ -84,6 +87,9 @@ impl Kind {
         }
         if obj.is_instance_of::<pyo3::types::PyModule>() {
             return Kind::Module;
+        }
+        if st.type_parameters.contains(&tp_addr) {
+            return Kind::TypeParameter;
         }
         Kind::Other
     }
@@ -128,6 +134,7 @@ fn reducer_override<'py>(pickler: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -
         Kind::Method => types::reduce_method(obj),
         Kind::FunctionWrapper => types::reduce_function_wrapper(obj),
         Kind::Module => module::reduce_module(obj),
+        Kind::TypeParameter => types::reduce_type_parameter(obj),
         Kind::Other => Ok(py.NotImplemented().into_bound(py)),
     }
 }
@@ -295,9 +302,21 @@ pub fn create_pickler_class<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyType>
         highest_protocol: py.import("pickle")?.getattr("HIGHEST_PROTOCOL")?.unbind(),
         function_wrappers,
         method_type: addr(statics::method_type(py)?),
+        type_parameters: type_parameter_classes(py)?,
     };
     let _ = PICKLER.set(py, state);
     Ok(PicklerType::get(py).cls.bind(py).clone())
+}
+
+fn type_parameter_classes(py: Python<'_>) -> PyResult<[usize; 3]> {
+    let typing = py.import("typing")?;
+    let mut found = [0; 3];
+    for (slot, name) in found.iter_mut().zip(["TypeVar", "ParamSpec", "TypeVarTuple"]) {
+        if let Ok(cls) = typing.getattr(name) {
+            *slot = addr(&cls);
+        }
+    }
+    Ok(found)
 }
 
 fn add_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {

@@ -10,6 +10,7 @@ use pyo3::types::{PyDict, PyModule, PyString, PyTuple, PyType};
 
 use crate::ffi;
 use crate::lookup;
+use crate::registry;
 use crate::statics;
 
 /// The reconstructors, as the module exposes them, for the reducers to name.
@@ -24,6 +25,7 @@ pub struct Reconstructors {
     pub make_module: Py<PyAny>,
     pub module_setstate: Py<PyAny>,
     pub builtin_type: Py<PyAny>,
+    pub make_type_parameter: Py<PyAny>,
 }
 
 static RECONSTRUCTORS: PyOnceLock<Reconstructors> = PyOnceLock::new();
@@ -41,6 +43,7 @@ impl Reconstructors {
         m.add_function(wrap_pyfunction!(make_module, m)?)?;
         m.add_function(wrap_pyfunction!(module_setstate, m)?)?;
         m.add_function(wrap_pyfunction!(builtin_type, m)?)?;
+        m.add_function(wrap_pyfunction!(make_type_parameter, m)?)?;
         m.add_class::<crate::code::SortedFrozenSet>()?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
         let found = Reconstructors {
@@ -54,6 +57,7 @@ impl Reconstructors {
             make_module: get("make_module")?,
             module_setstate: get("module_setstate")?,
             builtin_type: get("builtin_type")?,
+            make_type_parameter: get("make_type_parameter")?,
         };
         // A second import of the module (subinterpreter, reload) keeps the first set.
         let _ = RECONSTRUCTORS.set(m.py(), found);
@@ -221,4 +225,34 @@ pub fn builtin_type<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyA
         Some(cls) if cls.is_instance_of::<PyType>() => Ok(cls),
         _ => Err(PyValueError::new_err(format!("types has no class named {name}"))),
     }
+}
+
+/// `typing.TypeVar`, `ParamSpec` or `TypeVarTuple` (the classes this accepts).
+pub fn is_type_parameter_class(cls: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let typing = cls.py().import("typing")?;
+    for name in ["TypeVar", "ParamSpec", "TypeVarTuple"] {
+        if lookup::getattr_opt(&typing.clone().into_any(), &PyString::new(cls.py(), name))?.is_some_and(|c| c.is(cls)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `cls(name, *constraints, **kwargs)`, or the type parameter already loaded
+/// under `tracker_id` in this process.
+#[pyfunction]
+pub fn make_type_parameter<'py>(
+    cls: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+    constraints: &Bound<'py, PyTuple>,
+    kwargs: &Bound<'py, PyDict>,
+    tracker_id: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if !is_type_parameter_class(cls)? {
+        return Err(PyTypeError::new_err("expected typing.TypeVar, ParamSpec or TypeVarTuple"));
+    }
+    let mut args = vec![name.clone().into_any()];
+    args.extend(constraints.iter());
+    let param = cls.call(PyTuple::new(cls.py(), args)?, Some(kwargs))?;
+    registry::lookup_or_track(param, tracker_id.to_str()?)
 }

@@ -82,3 +82,98 @@ pub fn list_registry_pickle_by_value(py: Python<'_>) -> PyResult<Bound<'_, PySet
         None => PySet::empty(py),
     }
 }
+
+// ---------------------------------------------------------------------------
+// The tracker: objects pickled by value that must keep their identity on the
+// receiving side (classes, TypeVars). Each gets a tracker id derived from its
+// definition, so the same definition pickles to the same bytes in every run;
+// loading two pickles of one id in one process yields one object.
+
+use std::fmt::Write as _;
+
+use ahash::AHashMap;
+use parking_lot::Mutex;
+use pyo3::types::PyWeakrefReference;
+
+struct Tracked {
+    object: Py<PyWeakrefReference>,
+    id: String,
+}
+
+#[derive(Default)]
+struct Tracker {
+    /// Object address -> its id; the weak reference tells a live entry from a reused address.
+    by_object: AHashMap<usize, Tracked>,
+    /// Id -> the object loaded or pickled under it.
+    by_id: AHashMap<String, Py<PyWeakrefReference>>,
+}
+
+static TRACKER: Mutex<Option<Tracker>> = Mutex::new(None);
+
+fn alive<'py>(py: Python<'py>, weak: &Py<PyWeakrefReference>) -> Option<Bound<'py, PyAny>> {
+    weak.bind(py).upgrade()
+}
+
+impl Tracker {
+    fn id_of(&self, obj: &Bound<'_, PyAny>) -> Option<String> {
+        let entry = self.by_object.get(&(obj.as_ptr() as usize))?;
+        alive(obj.py(), &entry.object).filter(|o| o.is(obj)).map(|_| entry.id.clone())
+    }
+
+    fn track(&mut self, obj: &Bound<'_, PyAny>, id: String) -> PyResult<()> {
+        let weak = PyWeakrefReference::new(obj)?.unbind();
+        self.by_id.insert(id.clone(), weak.clone_ref(obj.py()));
+        self.by_object.insert(obj.as_ptr() as usize, Tracked { object: weak, id });
+        if self.by_object.len() % 1024 == 0 {
+            let py = obj.py();
+            self.by_object.retain(|_, t| alive(py, &t.object).is_some());
+            self.by_id.retain(|_, w| alive(py, w).is_some());
+        }
+        Ok(())
+    }
+}
+
+/// The tracker id of `obj`: the one it already has, else `base` (a digest of
+/// its definition), suffixed when another live object already holds it.
+pub fn tracker_id_for(obj: &Bound<'_, PyAny>, base: &str) -> PyResult<String> {
+    let py = obj.py();
+    let mut guard = TRACKER.lock();
+    let tracker = guard.get_or_insert_with(Tracker::default);
+    if let Some(id) = tracker.id_of(obj) {
+        return Ok(id);
+    }
+    let mut id = base.to_owned();
+    let mut n = 1;
+    while tracker.by_id.get(&id).and_then(|w| alive(py, w)).is_some_and(|o| !o.is(obj)) {
+        n += 1;
+        id.clear();
+        let _ = write!(id, "{base}-{n}");
+    }
+    tracker.track(obj, id.clone())?;
+    Ok(id)
+}
+
+/// On load: the object already known under `id`, else `obj`, now tracked.
+pub fn lookup_or_track<'py>(obj: Bound<'py, PyAny>, id: &str) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let mut guard = TRACKER.lock();
+    let tracker = guard.get_or_insert_with(Tracker::default);
+    if let Some(known) = tracker.by_id.get(id).and_then(|w| alive(py, w)) {
+        return Ok(known);
+    }
+    tracker.track(&obj, id.to_owned())?;
+    Ok(obj)
+}
+
+/// A stable 64-bit digest (FNV-1a) of a definition's text, as hex: unlike
+/// Python's `hash`, the same under every PYTHONHASHSEED.
+pub fn digest(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0u8)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}

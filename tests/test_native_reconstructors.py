@@ -26,6 +26,7 @@ RECONSTRUCTORS = [
     "make_module",
     "module_setstate",
     "builtin_type",
+    "make_type_parameter",
 ]
 
 HOSTILE_VALUES = """[
