@@ -1,11 +1,20 @@
-//! Classes. The foundation pickles classes by reference, except the builtin
-//! types that are only reachable through the `types` module.
+//! Classes: by reference when importable; otherwise by value as a skeleton
+//! (metaclass, name, bases, creation namespace, tracker id) memoized first,
+//! then its attributes. Enums are rebuilt with their members.
 
+use std::fmt::Write as _;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyFunction, PyString, PyTuple, PyType};
 
+use crate::ffi;
+use crate::lookup;
 use crate::reconstruct::Reconstructors;
+use crate::registry;
+use crate::statics;
 use crate::types::reduce;
 
 /// `{type: name}` for every class in `types` (as cloudpickle's `_BUILTIN_TYPE_NAMES`).
@@ -25,10 +34,429 @@ fn builtin_type_names(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
         .map(|d| d.bind(py))
 }
 
+fn is_singleton_type(cls: &Bound<'_, PyAny>) -> bool {
+    let py = cls.py();
+    [py.None().into_bound(py), py.Ellipsis().into_bound(py), py.NotImplemented().into_bound(py)]
+        .iter()
+        .any(|singleton| singleton.get_type().is(cls))
+}
+
 pub fn reduce_class<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
+    let not_implemented = || Ok(py.NotImplemented().into_bound(py));
+    // The C pickler writes NoneType, type(...) and type(NotImplemented) itself.
+    if is_singleton_type(cls) {
+        return not_implemented();
+    }
     if let Some(name) = builtin_type_names(py)?.get_item(cls)? {
         return reduce(&Reconstructors::get(py).builtin_type, PyTuple::new(py, [name])?);
     }
-    Ok(py.NotImplemented().into_bound(py))
+    if lookup::function_or_class_by_reference(cls)? {
+        return not_implemented();
+    }
+    let cls = cls.cast::<PyType>()?;
+    if cls.is_subclass(statics::enum_class(py)?)? {
+        reduce_enum(cls)
+    } else {
+        reduce_dynamic_class(cls)
+    }
+}
+
+fn with_state<'py>(
+    callable: &Py<PyAny>,
+    args: Bound<'py, PyTuple>,
+    state: Bound<'py, PyAny>,
+    setter: &Py<PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = args.py();
+    Ok(PyTuple::new(
+        py,
+        [
+            callable.bind(py).clone(),
+            args.into_any(),
+            state,
+            py.None().into_bound(py),
+            py.None().into_bound(py),
+            setter.bind(py).clone(),
+        ],
+    )?
+    .into_any())
+}
+
+/// `(make_class, (metaclass, name, bases, namespace, tracker_id), (attributes, abc_registry), ..., class_setstate)`.
+///
+/// The creation namespace carries what must exist when the class is made:
+/// `__module__`, `__qualname__` (so a nested class keeps `Outer.Inner`),
+/// `__slots__` (so instances keep having no `__dict__`) and a `__dict__`
+/// property. Everything else arrives as attributes once the class is
+/// memoized, so methods may refer back to it.
+fn reduce_dynamic_class<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let own = cls.getattr(intern!(py, "__dict__"))?;
+    let namespace = PyDict::new(py);
+    if let Some(module) = own.get_item("__module__").ok() {
+        namespace.set_item(intern!(py, "__module__"), ffi::intern(module))?;
+    }
+    namespace.set_item(intern!(py, "__qualname__"), ffi::intern(cls.getattr(intern!(py, "__qualname__"))?))?;
+    if let Ok(slots) = own.get_item("__slots__") {
+        namespace.set_item(intern!(py, "__slots__"), slots)?;
+    }
+    if let Ok(dict_property) = own.get_item("__dict__") {
+        if dict_property.is_instance(statics::property_type(py)?)? {
+            namespace.set_item(intern!(py, "__dict__"), dict_property)?;
+        }
+    }
+    let (attributes, registry) = class_state(cls)?;
+    let tracker_id = registry::tracker_id_for(cls.as_any(), &definition_digest(cls, &attributes)?)?;
+    let args = PyTuple::new(
+        py,
+        [
+            cls.get_type().into_any(),
+            ffi::intern(cls.getattr(intern!(py, "__name__"))?),
+            bases_of(cls)?,
+            namespace.into_any(),
+            PyString::new(py, &tracker_id).into_any(),
+        ],
+    )?;
+    let state = PyTuple::new(py, [attributes.into_any(), registry])?.into_any();
+    let r = Reconstructors::get(py);
+    with_state(&r.make_class, args, state, &r.class_setstate)
+}
+
+/// `__orig_bases__` for generic classes (PEP 560), else `__bases__`.
+fn bases_of<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let own = cls.getattr(intern!(py, "__dict__"))?;
+    match own.get_item("__orig_bases__") {
+        Ok(bases) => Ok(bases),
+        Err(_) => cls.getattr(intern!(py, "__bases__")),
+    }
+}
+
+/// The class's own attributes (not identical to a base's), with interned
+/// names in sorted order, as cloudpickle's `_extract_class_dict`.
+fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
+    let py = cls.py();
+    let own = cls.getattr(intern!(py, "__dict__"))?;
+    let mut items: Vec<(String, Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::new();
+    for key in own.try_iter()? {
+        let key = key?;
+        let value = own.get_item(&key)?;
+        items.push((key.str()?.to_string(), key, value));
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let bases = cls.getattr(intern!(py, "__bases__"))?.cast_into::<PyTuple>()?;
+    let inherited = PyDict::new(py);
+    for base in bases.iter().rev() {
+        inherited.update(&base.getattr(intern!(py, "__dict__"))?.call_method0("copy")?.cast_into::<PyDict>()?.as_mapping())?;
+    }
+    let attributes = PyDict::new(py);
+    for (_, key, value) in items {
+        if inherited.get_item(&key)?.is_some_and(|base_value| base_value.is(&value)) {
+            continue;
+        }
+        attributes.set_item(ffi::intern(key), value)?;
+    }
+    Ok(attributes)
+}
+
+/// What the state setter restores: the attributes, and for an ABC the
+/// classes registered as its virtual subclasses.
+fn class_state<'py>(cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {
+    let py = cls.py();
+    let attributes = own_attributes(cls)?;
+    for name in ["__weakref__", "__dict__", "_abc_impl", "_abc_cache", "_abc_negative_cache", "_abc_negative_cache_version", "_abc_registry"] {
+        if attributes.contains(name)? {
+            attributes.del_item(name)?;
+        }
+    }
+    // Slot descriptors are made again from __slots__ when the class is created.
+    let member_descriptor = py.import("types")?.getattr("MemberDescriptorType")?;
+    let mut slot_names = Vec::new();
+    for (name, value) in attributes.iter() {
+        if value.get_type().is(&member_descriptor) && lookup::getattr_opt(&value, intern!(py, "__objclass__"))?.is_some_and(|o| o.is(cls)) {
+            slot_names.push(name);
+        }
+    }
+    for name in slot_names {
+        attributes.del_item(name)?;
+    }
+    let mut registry = py.None().into_bound(py);
+    if cls.get_type().is_subclass(statics::abc_meta(py)?)? {
+        let dump = py.import("abc")?.getattr("_get_dump")?.call1((cls,))?;
+        let weak_refs = dump.get_item(0)?;
+        let mut subclasses = Vec::new();
+        for weak in weak_refs.try_iter()? {
+            let subclass = weak?.call0()?;
+            if !subclass.is_none() {
+                subclasses.push((subclass.getattr("__qualname__").map(|q| q.to_string()).unwrap_or_default(), subclass));
+            }
+        }
+        if !subclasses.is_empty() {
+            // The registry is a set: order it for deterministic output.
+            subclasses.sort_by(|a, b| a.0.cmp(&b.0));
+            registry = PyTuple::new(py, subclasses.into_iter().map(|(_, s)| s))?.into_any();
+        }
+    }
+    Ok((attributes, registry))
+}
+
+/// A stable digest of a class definition: its names, metaclass, bases and
+/// the shape of every attribute (the bytecode of its methods, the reprs of
+/// plain values). Equal definitions give equal ids in every process, so
+/// pickling the same class twice gives the same bytes.
+fn definition_digest(cls: &Bound<'_, PyType>, attributes: &Bound<'_, PyDict>) -> PyResult<String> {
+    let py = cls.py();
+    let mut text = String::new();
+    let qualified = |obj: &Bound<'_, PyAny>| -> String {
+        let module = obj.getattr("__module__").map(|m| m.to_string()).unwrap_or_default();
+        let name = obj.getattr("__qualname__").map(|m| m.to_string()).unwrap_or_default();
+        format!("{module}.{name}")
+    };
+    let _ = write!(text, "{}|{}|", qualified(cls.as_any()), qualified(cls.get_type().as_any()));
+    for base in cls.getattr(intern!(py, "__bases__"))?.cast_into::<PyTuple>()?.iter() {
+        let _ = write!(text, "{},", qualified(&base));
+    }
+    for (name, value) in attributes.iter() {
+        let _ = write!(text, "|{name}=");
+        shape(&value, &mut text, 0)?;
+    }
+    Ok(registry::digest(&[&text]))
+}
+
+/// Appends a deterministic description of `value` (never an address).
+fn shape(value: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResult<()> {
+    let py = value.py();
+    if depth > 8 {
+        return Ok(());
+    }
+    let type_name = value.get_type().qualname()?.to_string();
+    out.push_str(&type_name);
+    if ffi::is_code(value) {
+        let bytecode = value.getattr(intern!(py, "co_code"))?.cast_into::<PyBytes>()?;
+        for b in bytecode.as_bytes() {
+            let _ = write!(out, "{b:02x}");
+        }
+        let _ = write!(out, "{}", value.getattr(intern!(py, "co_names"))?.repr()?);
+        for constant in value.getattr(intern!(py, "co_consts"))?.cast_into::<PyTuple>()?.iter() {
+            out.push(',');
+            shape(&constant, out, depth + 1)?;
+        }
+    } else if value.is_instance_of::<PyFunction>() {
+        shape(&value.getattr(intern!(py, "__code__"))?, out, depth + 1)?;
+    } else if let Some(inner) = ["__func__", "fget"].iter().find_map(|a| value.getattr(*a).ok()) {
+        shape(&inner, out, depth + 1)?;
+    } else if value.is_none()
+        || value.is_instance_of::<PyString>()
+        || value.is_instance_of::<pyo3::types::PyInt>()
+        || value.is_instance_of::<pyo3::types::PyFloat>()
+        || value.is_instance_of::<PyBytes>()
+    {
+        let _ = write!(out, "{}", value.repr()?);
+    } else if let Ok(items) = value.cast::<PyTuple>() {
+        for item in items.iter() {
+            out.push(',');
+            shape(&item, out, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Attributes every enum class gets from its metaclass: not shipped.
+const ENUM_INTERNALS: [&str; 5] =
+    ["_generate_next_value_", "_member_names_", "_member_map_", "_member_type_", "_value2member_map_"];
+
+/// `(make_enum, (bases, name, qualname, members, module, tracker_id), (attributes, None), ..., class_setstate)`.
+/// `members` comes from `__members__`, so aliases are kept.
+fn reduce_enum<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let members = PyDict::new(py);
+    for (name, member) in cls.getattr(intern!(py, "__members__"))?.call_method0("items")?.try_iter()?.map(|i| i.and_then(|i| i.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>())).collect::<PyResult<Vec<_>>>()? {
+        members.set_item(ffi::intern(name), member.getattr(intern!(py, "_value_"))?)?;
+    }
+    let (attributes, _) = class_state(cls)?;
+    for name in ENUM_INTERNALS.iter().map(|n| PyString::new(py, n).into_any()).chain(members.keys().iter()) {
+        if attributes.contains(&name)? {
+            attributes.del_item(&name)?;
+        }
+    }
+    let tracker_id = registry::tracker_id_for(cls.as_any(), &definition_digest(cls, &attributes)?)?;
+    let args = PyTuple::new(
+        py,
+        [
+            cls.getattr(intern!(py, "__bases__"))?,
+            ffi::intern(cls.getattr(intern!(py, "__name__"))?),
+            ffi::intern(cls.getattr(intern!(py, "__qualname__"))?),
+            members.into_any(),
+            cls.getattr(intern!(py, "__module__"))?,
+            PyString::new(py, &tracker_id).into_any(),
+        ],
+    )?;
+    let state = PyTuple::new(py, [attributes.into_any(), py.None().into_bound(py)])?.into_any();
+    let r = Reconstructors::get(py);
+    with_state(&r.make_enum, args, state, &r.class_setstate)
+}
+
+// ---------------------------------------------------------------------------
+// Load side.
+
+/// The classes in `bases`' MROs (other than object) that define
+/// `__init_subclass__`: creating a subclass would run the first of them.
+fn init_subclass_definers<'py>(bases: &Bound<'py, PyTuple>) -> PyResult<Vec<Bound<'py, PyType>>> {
+    let py = bases.py();
+    let mut definers: Vec<Bound<'py, PyType>> = Vec::new();
+    for base in bases.iter() {
+        let Ok(base) = base.cast_into::<PyType>() else { continue };
+        for klass in base.mro().iter() {
+            let klass = klass.cast_into::<PyType>()?;
+            if !ffi::is_heap_type(&klass) || definers.iter().any(|d| d.is(&klass)) {
+                continue;
+            }
+            if klass.getattr(intern!(py, "__dict__"))?.contains(intern!(py, "__init_subclass__"))? {
+                definers.push(klass);
+            }
+        }
+    }
+    Ok(definers)
+}
+
+/// `classmethod(lambda cls, *args, **kwargs: None)`.
+fn quiet_init_subclass(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static QUIET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    QUIET
+        .get_or_try_init(py, || py.eval(c"classmethod(lambda cls, *args, **kwargs: None)", None, None).map(Bound::unbind))
+        .map(|q| q.bind(py))
+}
+
+/// Creates the class with `type` without running its bases'
+/// `__init_subclass__`: the class body's side effects (a base registering
+/// its subclasses, say) already happened once, in the sender. The hooks are
+/// shadowed only while `type(...)` runs, which executes no Python code, so
+/// no other thread can observe it. None when the metaclass is not `type`
+/// (the caller then creates the class normally, as cloudpickle does).
+fn create_without_init_subclass<'py>(
+    metaclass: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    bases: &Bound<'py, PyTuple>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = metaclass.py();
+    if !metaclass.is(py.get_type::<PyType>()) {
+        return Ok(None);
+    }
+    let definers = init_subclass_definers(bases)?;
+    if definers.is_empty() {
+        return Ok(None);
+    }
+    let name = intern!(py, "__init_subclass__");
+    let originals = definers
+        .iter()
+        .map(|d| d.getattr(intern!(py, "__dict__"))?.get_item(name))
+        .collect::<PyResult<Vec<_>>>()?;
+    let quiet = quiet_init_subclass(py)?;
+    let mut shadowed = Vec::new();
+    let mut created = Ok(None);
+    for definer in &definers {
+        if let Err(e) = definer.setattr(name, quiet) {
+            created = Err(e);
+            break;
+        }
+        shadowed.push(definer);
+    }
+    if created.is_ok() {
+        created = metaclass.call1(args).map(Some);
+    }
+    for (definer, original) in shadowed.into_iter().zip(originals) {
+        definer.setattr(name, original)?;
+    }
+    created
+}
+
+/// The class known under `tracker_id` in this process, else a new skeleton
+/// class made with `metaclass` from the creation namespace, then tracked.
+#[pyfunction]
+pub fn make_class<'py>(
+    metaclass: &Bound<'py, PyType>,
+    name: &Bound<'py, PyString>,
+    bases: &Bound<'py, PyTuple>,
+    namespace: &Bound<'py, PyDict>,
+    tracker_id: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = name.py();
+    if !metaclass.is_subclass(py.get_type::<PyType>().as_any())? {
+        return Err(PyTypeError::new_err("the metaclass must be a subclass of type"));
+    }
+    if let Some(known) = registry::tracked(py, tracker_id.to_str()?) {
+        return Ok(known);
+    }
+    let types = py.import("types")?;
+    let resolved = types.getattr("resolve_bases")?.call1((bases,))?.cast_into::<PyTuple>()?;
+    let kwds = PyDict::new(py);
+    kwds.set_item("metaclass", metaclass)?;
+    let prepared = types.getattr("prepare_class")?.call1((name, &resolved, kwds))?.cast_into::<PyTuple>()?;
+    let (meta, ns, meta_kwds) = (prepared.get_item(0)?, prepared.get_item(1)?, prepared.get_item(2)?.cast_into::<PyDict>()?);
+    ns.call_method1(intern!(py, "update"), (namespace,))?;
+    if !resolved.is(bases) {
+        ns.set_item(intern!(py, "__orig_bases__"), bases)?;
+    }
+    let args = PyTuple::new(py, [name.clone().into_any(), resolved.clone().into_any(), ns])?;
+    let cls = match create_without_init_subclass(&meta, &args, &resolved)? {
+        Some(cls) => cls,
+        None => meta.call(args, Some(&meta_kwds))?,
+    };
+    registry::lookup_or_track(cls, tracker_id.to_str()?)
+}
+
+/// The enum known under `tracker_id`, else a new enum with these members.
+#[pyfunction]
+pub fn make_enum<'py>(
+    bases: &Bound<'py, PyTuple>,
+    name: &Bound<'py, PyString>,
+    qualname: &Bound<'py, PyString>,
+    members: &Bound<'py, PyDict>,
+    module: &Bound<'py, PyAny>,
+    tracker_id: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = name.py();
+    if let Some(known) = registry::tracked(py, tracker_id.to_str()?) {
+        return Ok(known);
+    }
+    let last = bases.get_item(bases.len().checked_sub(1).ok_or_else(|| PyValueError::new_err("an enum needs a base"))?)?;
+    if !last.cast::<PyType>().is_ok_and(|b| b.is_subclass(statics::enum_class(py).expect("enum")).unwrap_or(false)) {
+        return Err(PyTypeError::new_err("an enum's last base must be an Enum class"));
+    }
+    let metaclass = last.get_type();
+    let classdict = metaclass.call_method1(intern!(py, "__prepare__"), (name, bases))?;
+    for (member, value) in members.iter() {
+        classdict.set_item(member, value)?;
+    }
+    let new = metaclass.getattr(intern!(py, "__new__"))?;
+    let cls = new.call1((&metaclass, name, bases, classdict))?;
+    cls.setattr(intern!(py, "__module__"), module)?;
+    cls.setattr(intern!(py, "__qualname__"), qualname)?;
+    registry::lookup_or_track(cls, tracker_id.to_str()?)
+}
+
+/// Sets a class's attributes, then registers its ABC virtual subclasses.
+#[pyfunction]
+pub fn class_setstate(cls: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyResult<()> {
+    let py = cls.py();
+    let cls = cls.cast::<PyType>()?;
+    if state.len() != 2 {
+        return Err(PyValueError::new_err("class state must be (attributes, registry)"));
+    }
+    let attributes = state.get_item(0)?.cast_into::<PyDict>()?;
+    for (name, value) in attributes.iter() {
+        cls.setattr(name.cast::<PyString>()?, value)?;
+    }
+    // Setting any attribute on a class drops __firstlineno__ (3.13): restore it.
+    if let Some(line) = attributes.get_item("__firstlineno__")? {
+        cls.setattr("__firstlineno__", line)?;
+    }
+    let registry = state.get_item(1)?;
+    if !registry.is_none() {
+        for subclass in registry.cast::<PyTuple>()?.iter() {
+            cls.call_method1(intern!(py, "register"), (subclass,))?;
+        }
+    }
+    Ok(())
 }

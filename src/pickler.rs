@@ -12,6 +12,8 @@
 
 use std::ffi::CStr;
 
+use ahash::AHashMap;
+
 use pyo3::exceptions::{PyKeyError, PyRecursionError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -33,11 +35,11 @@ struct PicklerType {
     default_table: Py<PyAny>,
     user_table: Py<PyDict>,
     highest_protocol: Py<PyAny>,
-    /// classmethod, staticmethod and their abc variants, reduced as `type(obj)(obj.__func__)`.
-    function_wrappers: [usize; 4],
-    method_type: usize,
-    /// typing.TypeVar, ParamSpec and TypeVarTuple (0 where absent).
-    type_parameters: [usize; 3],
+    /// Exact type address -> kind, for every kind decided by exact type.
+    kinds: AHashMap<usize, Kind>,
+    base_exception_reduce: Py<PyAny>,
+    /// The classes that `kinds` points into, kept alive.
+    _kind_classes: Vec<Py<PyAny>>,
 }
 
 static PICKLER: PyOnceLock<PicklerType> = PyOnceLock::new();
@@ -49,16 +51,28 @@ impl PicklerType {
 }
 
 /// What the hook does with an object, decided from its type alone.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
     Function,
     Class,
     Code,
     Cell,
     Method,
     FunctionWrapper,
+    Property,
     Module,
     TypeParameter,
+    GetSetDescriptor,
+    MappingProxy,
+    MemoryView,
+    WeakSet,
+    Logger,
+    RootLogger,
+    DictView(types::DictView),
+    DataclassFieldType,
+    DataclassSingleton,
+    TextFile,
+    Exception,
     Other,
 }
 
@@ -68,31 +82,62 @@ impl Kind {
         if ffi::is_function(obj) {
             return Kind::Function;
         }
-        let tp = obj.get_type();
         if obj.is_instance_of::<PyType>() {
             return Kind::Class;
         }
-        if ffi::is_code(obj) {
-            return Kind::Code;
-        }
-        if ffi::is_cell(obj) {
-            return Kind::Cell;
-        }
-        let tp_addr = tp.as_ptr() as usize;
-        if tp_addr == st.method_type {
-            return Kind::Method;
-        }
-        if st.function_wrappers.contains(&tp_addr) {
-            return Kind::FunctionWrapper;
+        let tp = obj.get_type();
+        if let Some(kind) = st.kinds.get(&(tp.as_ptr() as usize)) {
+            return *kind;
         }
         if obj.is_instance_of::<pyo3::types::PyModule>() {
             return Kind::Module;
         }
-        if st.type_parameters.contains(&tp_addr) {
-            return Kind::TypeParameter;
+        if obj.is_instance_of::<pyo3::exceptions::PyBaseException>() && ffi::is_heap_type(&tp) {
+            return Kind::Exception;
         }
         Kind::Other
     }
+}
+
+/// The exact classes behind each kind decided by exact type.
+fn kind_classes(py: Python<'_>) -> PyResult<Vec<(Bound<'_, PyAny>, Kind)>> {
+    let attr = |module: &str, name: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+        Ok(py.import(module)?.getattr(name).ok())
+    };
+    let mut found = Vec::new();
+    let specs: &[(&str, &str, Kind)] = &[
+        ("types", "CodeType", Kind::Code),
+        ("types", "CellType", Kind::Cell),
+        ("types", "MethodType", Kind::Method),
+        ("builtins", "classmethod", Kind::FunctionWrapper),
+        ("builtins", "staticmethod", Kind::FunctionWrapper),
+        ("abc", "abstractclassmethod", Kind::FunctionWrapper),
+        ("abc", "abstractstaticmethod", Kind::FunctionWrapper),
+        ("builtins", "property", Kind::Property),
+        ("abc", "abstractproperty", Kind::Property),
+        ("typing", "TypeVar", Kind::TypeParameter),
+        ("typing", "ParamSpec", Kind::TypeParameter),
+        ("typing", "TypeVarTuple", Kind::TypeParameter),
+        ("types", "GetSetDescriptorType", Kind::GetSetDescriptor),
+        ("types", "MappingProxyType", Kind::MappingProxy),
+        ("builtins", "memoryview", Kind::MemoryView),
+        ("weakref", "WeakSet", Kind::WeakSet),
+        ("logging", "Logger", Kind::Logger),
+        ("logging", "RootLogger", Kind::RootLogger),
+        ("dataclasses", "_FIELD_BASE", Kind::DataclassFieldType),
+        ("dataclasses", "_MISSING_TYPE", Kind::DataclassSingleton),
+        ("dataclasses", "_KW_ONLY_TYPE", Kind::DataclassSingleton),
+        ("io", "TextIOWrapper", Kind::TextFile),
+    ];
+    for (module, name, kind) in specs {
+        if let Some(cls) = attr(module, name)? {
+            found.push((cls, *kind));
+        }
+    }
+    for (view, cls) in types::dict_view_classes(py)? {
+        found.push((cls, Kind::DictView(view)));
+    }
+    Ok(found)
 }
 
 /// `table[key]`, None on KeyError, for any mapping.
@@ -133,8 +178,23 @@ fn reducer_override<'py>(pickler: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -
         Kind::Cell => types::reduce_cell(obj),
         Kind::Method => types::reduce_method(obj),
         Kind::FunctionWrapper => types::reduce_function_wrapper(obj),
+        Kind::Property => types::reduce_property(obj),
         Kind::Module => module::reduce_module(obj),
         Kind::TypeParameter => types::reduce_type_parameter(obj),
+        Kind::GetSetDescriptor => types::reduce_getset_descriptor(obj),
+        Kind::MappingProxy => types::reduce_mappingproxy(obj),
+        Kind::MemoryView => types::reduce_memoryview(obj),
+        Kind::WeakSet => types::reduce_weakset(obj),
+        Kind::Logger => types::reduce_logger(obj, false),
+        Kind::RootLogger => types::reduce_logger(obj, true),
+        Kind::DictView(view) => types::reduce_dict_view(obj, view),
+        Kind::DataclassFieldType => types::reduce_dataclass_field_type(obj),
+        Kind::DataclassSingleton => types::reduce_dataclass_singleton(obj),
+        Kind::TextFile => types::reduce_text_file(obj),
+        Kind::Exception => match types::reduce_exception(obj, st.base_exception_reduce.bind(py))? {
+            Some(reduced) => Ok(reduced),
+            None => Ok(py.NotImplemented().into_bound(py)),
+        },
         Kind::Other => Ok(py.NotImplemented().into_bound(py)),
     }
 }
@@ -285,12 +345,8 @@ pub fn create_pickler_class<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyType>
         .cast_into::<PyType>()?;
     add_methods(&cls)?;
 
-    let function_wrappers = [
-        ffi::classmethod_type_addr(),
-        ffi::staticmethod_type_addr(),
-        addr(statics::abstract_classmethod(py)?),
-        addr(statics::abstract_staticmethod(py)?),
-    ];
+    let classes = kind_classes(py)?;
+    let kinds = classes.iter().map(|(cls, kind)| (addr(cls), *kind)).collect();
     let state = PicklerType {
         cls: cls.clone().unbind(),
         base_dump: base.getattr("dump")?.unbind(),
@@ -300,23 +356,12 @@ pub fn create_pickler_class<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyType>
         default_table: default_table.unbind(),
         user_table: user_table.unbind(),
         highest_protocol: py.import("pickle")?.getattr("HIGHEST_PROTOCOL")?.unbind(),
-        function_wrappers,
-        method_type: addr(statics::method_type(py)?),
-        type_parameters: type_parameter_classes(py)?,
+        kinds,
+        base_exception_reduce: py.get_type::<pyo3::exceptions::PyBaseException>().getattr("__reduce__")?.unbind(),
+        _kind_classes: classes.into_iter().map(|(cls, _)| cls.unbind()).collect(),
     };
     let _ = PICKLER.set(py, state);
     Ok(PicklerType::get(py).cls.bind(py).clone())
-}
-
-fn type_parameter_classes(py: Python<'_>) -> PyResult<[usize; 3]> {
-    let typing = py.import("typing")?;
-    let mut found = [0; 3];
-    for (slot, name) in found.iter_mut().zip(["TypeVar", "ParamSpec", "TypeVarTuple"]) {
-        if let Ok(cls) = typing.getattr(name) {
-            *slot = addr(&cls);
-        }
-    }
-    Ok(found)
 }
 
 fn add_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {

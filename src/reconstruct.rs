@@ -26,6 +26,13 @@ pub struct Reconstructors {
     pub module_setstate: Py<PyAny>,
     pub builtin_type: Py<PyAny>,
     pub make_type_parameter: Py<PyAny>,
+    pub make_class: Py<PyAny>,
+    pub make_enum: Py<PyAny>,
+    pub class_setstate: Py<PyAny>,
+    pub class_dict_item: Py<PyAny>,
+    pub make_dict_view: Py<PyAny>,
+    pub dataclass_field_type: Py<PyAny>,
+    pub make_exception: Py<PyAny>,
 }
 
 static RECONSTRUCTORS: PyOnceLock<Reconstructors> = PyOnceLock::new();
@@ -44,6 +51,13 @@ impl Reconstructors {
         m.add_function(wrap_pyfunction!(module_setstate, m)?)?;
         m.add_function(wrap_pyfunction!(builtin_type, m)?)?;
         m.add_function(wrap_pyfunction!(make_type_parameter, m)?)?;
+        m.add_function(wrap_pyfunction!(crate::class::make_class, m)?)?;
+        m.add_function(wrap_pyfunction!(crate::class::make_enum, m)?)?;
+        m.add_function(wrap_pyfunction!(crate::class::class_setstate, m)?)?;
+        m.add_function(wrap_pyfunction!(class_dict_item, m)?)?;
+        m.add_function(wrap_pyfunction!(make_dict_view, m)?)?;
+        m.add_function(wrap_pyfunction!(dataclass_field_type, m)?)?;
+        m.add_function(wrap_pyfunction!(make_exception, m)?)?;
         m.add_class::<crate::code::SortedFrozenSet>()?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
         let found = Reconstructors {
@@ -58,6 +72,13 @@ impl Reconstructors {
             module_setstate: get("module_setstate")?,
             builtin_type: get("builtin_type")?,
             make_type_parameter: get("make_type_parameter")?,
+            make_class: get("make_class")?,
+            make_enum: get("make_enum")?,
+            class_setstate: get("class_setstate")?,
+            class_dict_item: get("class_dict_item")?,
+            make_dict_view: get("make_dict_view")?,
+            dataclass_field_type: get("dataclass_field_type")?,
+            make_exception: get("make_exception")?,
         };
         // A second import of the module (subinterpreter, reload) keeps the first set.
         let _ = RECONSTRUCTORS.set(m.py(), found);
@@ -255,4 +276,64 @@ pub fn make_type_parameter<'py>(
     args.extend(constraints.iter());
     let param = cls.call(PyTuple::new(cls.py(), args)?, Some(kwargs))?;
     registry::lookup_or_track(param, tracker_id.to_str()?)
+}
+
+/// `vars(owner)[name]`: a descriptor as stored on its class.
+#[pyfunction]
+pub fn class_dict_item<'py>(owner: &Bound<'py, PyType>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    owner.getattr(intern!(owner.py(), "__dict__"))?.get_item(name)
+}
+
+/// A dict view over `contents` (a list of keys or values, or a dict of
+/// items), of a plain dict or, when `ordered`, of an OrderedDict.
+#[pyfunction]
+pub fn make_dict_view<'py>(kind: &str, contents: &Bound<'py, PyAny>, ordered: bool) -> PyResult<Bound<'py, PyAny>> {
+    let py = contents.py();
+    let mapping = if ordered { statics::ordered_dict(py)?.call0()? } else { PyDict::new(py).into_any() };
+    match kind {
+        "keys" => {
+            for key in contents.cast::<pyo3::types::PyList>()?.iter() {
+                mapping.set_item(key, py.None())?;
+            }
+        }
+        "values" => {
+            for (i, value) in contents.cast::<pyo3::types::PyList>()?.iter().enumerate() {
+                mapping.set_item(i, value)?;
+            }
+        }
+        "items" => {
+            mapping.call_method1(intern!(py, "update"), (contents.cast::<PyDict>()?,))?;
+        }
+        other => return Err(PyValueError::new_err(format!("unknown dict view kind {other:?}"))),
+    }
+    mapping.call_method0(kind)
+}
+
+/// The receiver's own `dataclasses` field-type sentinel of that name.
+#[pyfunction]
+pub fn dataclass_field_type<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    let py = name.py();
+    let dataclasses = py.import("dataclasses")?;
+    for attr in ["_FIELD", "_FIELD_CLASSVAR", "_FIELD_INITVAR"] {
+        let sentinel = dataclasses.getattr(attr)?;
+        if sentinel.getattr(intern!(py, "name"))?.eq(name)? {
+            return Ok(sentinel);
+        }
+    }
+    Err(PyValueError::new_err(format!("no dataclass field type named {name}")))
+}
+
+/// An exception of class `cls` with these `args`, without running `__init__`.
+#[pyfunction]
+pub fn make_exception<'py>(cls: &Bound<'py, PyType>, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    if !cls.is_subclass(&py.get_type::<pyo3::exceptions::PyBaseException>())? {
+        return Err(PyTypeError::new_err(format!("{} is not an exception class", cls.name()?)));
+    }
+    let new = py.get_type::<pyo3::exceptions::PyBaseException>().getattr(intern!(py, "__new__"))?;
+    let mut call_args = vec![cls.clone().into_any()];
+    call_args.extend(args.iter());
+    let exc = new.call1(PyTuple::new(py, call_args)?)?;
+    exc.setattr(intern!(py, "args"), args)?;
+    Ok(exc)
 }

@@ -165,6 +165,12 @@ pub fn lookup_or_track<'py>(obj: Bound<'py, PyAny>, id: &str) -> PyResult<Bound<
     Ok(obj)
 }
 
+/// The live object tracked under `id`, if any.
+pub fn tracked<'py>(py: Python<'py>, id: &str) -> Option<Bound<'py, PyAny>> {
+    let guard = TRACKER.lock();
+    guard.as_ref()?.by_id.get(id).and_then(|w| alive(py, w))
+}
+
 /// A stable 64-bit digest (FNV-1a) of a definition's text, as hex: unlike
 /// Python's `hash`, the same under every PYTHONHASHSEED.
 pub fn digest(parts: &[&str]) -> String {

@@ -18,8 +18,6 @@ cached_attr!(method_type, "types", "MethodType");
 cached_attr!(module_type, "types", "ModuleType");
 cached_attr!(code_type, "types", "CodeType");
 cached_attr!(builtins_dict, "builtins", "__dict__");
-cached_attr!(abstract_classmethod, "abc", "abstractclassmethod");
-cached_attr!(abstract_staticmethod, "abc", "abstractstaticmethod");
 cached_attr!(bytes_io, "io", "BytesIO");
 cached_attr!(
     /// The C pickler everything here builds on (`pickle.Pickler is _pickle.Pickler`).
@@ -28,6 +26,13 @@ cached_attr!(
 cached_attr!(copyreg_dispatch_table, "copyreg", "dispatch_table");
 cached_attr!(chain_map, "collections", "ChainMap");
 cached_attr!(opmap, "opcode", "opmap");
+cached_attr!(enum_class, "enum", "Enum");
+cached_attr!(abc_meta, "abc", "ABCMeta");
+cached_attr!(property_type, "builtins", "property");
 
 pyo3::import_exception!(pickle, PicklingError);
 pyo3::import_exception!(pickle, UnpicklingError);
+cached_attr!(weak_set, "weakref", "WeakSet");
+cached_attr!(get_logger, "logging", "getLogger");
+cached_attr!(builtin_getattr, "builtins", "getattr");
+cached_attr!(ordered_dict, "collections", "OrderedDict");

@@ -113,3 +113,200 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
     )?;
     reduce(&Reconstructors::get(py).make_type_parameter, args)
 }
+
+/// `property(fget, fset, fdel, doc)` (and `abc.abstractproperty`).
+pub fn reduce_property<'py>(prop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = prop.py();
+    let args = PyTuple::new(
+        py,
+        [
+            prop.getattr(intern!(py, "fget"))?,
+            prop.getattr(intern!(py, "fset"))?,
+            prop.getattr(intern!(py, "fdel"))?,
+            prop.getattr(intern!(py, "__doc__"))?,
+        ],
+    )?;
+    Ok(PyTuple::new(py, [prop.get_type().into_any(), args.into_any()])?.into_any())
+}
+
+/// A getset descriptor loads as `vars(owner)[name]`: the descriptor itself,
+/// (`getattr(owner, name)` would run it, giving e.g. a mappingproxy for
+/// `type.__dict__['__dict__']`).
+pub fn reduce_getset_descriptor<'py>(descr: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = descr.py();
+    let args = PyTuple::new(py, [descr.getattr(intern!(py, "__objclass__"))?, descr.getattr(intern!(py, "__name__"))?])?;
+    reduce(&Reconstructors::get(py).class_dict_item, args)
+}
+
+/// `MappingProxyType(dict(proxy))`.
+pub fn reduce_mappingproxy<'py>(proxy: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = proxy.py();
+    let copy = PyDict::new(py);
+    copy.update(proxy.cast::<pyo3::types::PyMapping>()?)?;
+    Ok(PyTuple::new(py, [proxy.get_type().into_any(), PyTuple::new(py, [copy])?.into_any()])?.into_any())
+}
+
+/// `bytes(view.tobytes())`, as cloudpickle.
+pub fn reduce_memoryview<'py>(view: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = view.py();
+    let data = view.call_method0(intern!(py, "tobytes"))?;
+    Ok(PyTuple::new(py, [py.get_type::<PyBytes>().into_any(), PyTuple::new(py, [data])?.into_any()])?.into_any())
+}
+
+/// `WeakSet(list(ws))`.
+pub fn reduce_weakset<'py>(set: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = set.py();
+    let items = pyo3::types::PyList::new(py, set.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
+    Ok(PyTuple::new(py, [crate::statics::weak_set(py)?.clone(), PyTuple::new(py, [items])?.into_any()])?.into_any())
+}
+
+/// A logger by name (`logging.getLogger(name)`); the root logger as `getLogger()`.
+pub fn reduce_logger<'py>(logger: &Bound<'py, PyAny>, root: bool) -> PyResult<Bound<'py, PyAny>> {
+    let py = logger.py();
+    let args = if root { PyTuple::empty(py) } else { PyTuple::new(py, [logger.getattr(intern!(py, "name"))?])? };
+    Ok(PyTuple::new(py, [crate::statics::get_logger(py)?.clone(), args.into_any()])?.into_any())
+}
+
+/// The dict views cloudpickle handles, plain and OrderedDict's.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DictView {
+    Keys { ordered: bool },
+    Values { ordered: bool },
+    Items { ordered: bool },
+}
+
+impl DictView {
+    fn name(self) -> &'static str {
+        match self {
+            DictView::Keys { .. } => "keys",
+            DictView::Values { .. } => "values",
+            DictView::Items { .. } => "items",
+        }
+    }
+
+    fn ordered(self) -> bool {
+        matches!(self, DictView::Keys { ordered: true } | DictView::Values { ordered: true } | DictView::Items { ordered: true })
+    }
+}
+
+pub fn dict_view_classes(py: Python<'_>) -> PyResult<Vec<(DictView, Bound<'_, PyAny>)>> {
+    let mut found = Vec::new();
+    for ordered in [false, true] {
+        let sample = if ordered { crate::statics::ordered_dict(py)?.call0()? } else { PyDict::new(py).into_any() };
+        for view in [DictView::Keys { ordered }, DictView::Values { ordered }, DictView::Items { ordered }] {
+            found.push((view, sample.call_method0(view.name())?.get_type().into_any()));
+        }
+    }
+    Ok(found)
+}
+
+/// Only the view's own contents travel (not the rest of the dict behind it):
+/// `make_dict_view(kind, contents, ordered)`.
+pub fn reduce_dict_view<'py>(view: &Bound<'py, PyAny>, kind: DictView) -> PyResult<Bound<'py, PyAny>> {
+    let py = view.py();
+    let contents = match kind {
+        DictView::Items { .. } => {
+            let d = PyDict::new(py);
+            for item in view.try_iter()? {
+                let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
+                d.set_item(k, v)?;
+            }
+            d.into_any()
+        }
+        _ => pyo3::types::PyList::new(py, view.try_iter()?.collect::<PyResult<Vec<_>>>()?)?.into_any(),
+    };
+    let args = PyTuple::new(
+        py,
+        [PyString::new(py, kind.name()).into_any(), contents, PyBool::new(py, kind.ordered()).to_owned().into_any()],
+    )?;
+    reduce(&Reconstructors::get(py).make_dict_view, args)
+}
+
+/// `dataclasses._FIELD`, `_FIELD_CLASSVAR`, `_FIELD_INITVAR`: the receiver's own
+/// sentinels, by name, so that `dataclasses.fields()` keeps working.
+pub fn reduce_dataclass_field_type<'py>(sentinel: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = sentinel.py();
+    reduce(&Reconstructors::get(py).dataclass_field_type, PyTuple::new(py, [sentinel.getattr(intern!(py, "name"))?])?)
+}
+
+/// `dataclasses.MISSING` and `dataclasses.KW_ONLY` by reference, so that
+/// `is MISSING` holds after loading.
+pub fn reduce_dataclass_singleton<'py>(singleton: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = singleton.py();
+    let dataclasses = py.import("dataclasses")?;
+    for name in ["MISSING", "KW_ONLY"] {
+        if dataclasses.getattr(name).is_ok_and(|s| s.is(singleton)) {
+            let args = PyTuple::new(py, [dataclasses.into_any(), PyString::new(py, name).into_any()])?;
+            return Ok(PyTuple::new(py, [crate::statics::builtin_getattr(py)?.clone(), args.into_any()])?.into_any());
+        }
+    }
+    Ok(py.NotImplemented().into_bound(py))
+}
+
+/// An open text file: its whole content and position, as an `io.StringIO`
+/// named like it (as cloudpickle). stdout and stderr go by reference.
+pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = file.py();
+    let fail = |msg: String| Err(crate::statics::PicklingError::new_err(msg));
+    let sys = py.import("sys")?;
+    for stream in ["stdout", "stderr"] {
+        if sys.getattr(stream)?.is(file) {
+            let args = PyTuple::new(py, [sys.clone().into_any(), PyString::new(py, stream).into_any()])?;
+            return Ok(PyTuple::new(py, [crate::statics::builtin_getattr(py)?.clone(), args.into_any()])?.into_any());
+        }
+    }
+    let (Some(name), Some(mode)) = (
+        lookup::getattr_opt(file, intern!(py, "name"))?,
+        lookup::getattr_opt(file, intern!(py, "mode"))?,
+    ) else {
+        return fail("Cannot pickle files that do not map to an actual file".into());
+    };
+    if sys.getattr("stdin")?.is(file) {
+        return fail("Cannot pickle standard input".into());
+    }
+    if file.getattr(intern!(py, "closed"))?.is_truthy()? {
+        return fail("Cannot pickle closed files".into());
+    }
+    if file.call_method0(intern!(py, "isatty")).is_ok_and(|t| t.is_truthy().unwrap_or(false)) {
+        return fail("Cannot pickle files that map to tty objects".into());
+    }
+    let mode_text = mode.str()?.to_string();
+    if !mode_text.contains('r') && !mode_text.contains('+') {
+        return fail(format!("Cannot pickle files that are not opened for reading: {mode_text}"));
+    }
+    let read = || -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let position = file.call_method0(intern!(py, "tell"))?;
+        file.call_method1(intern!(py, "seek"), (0,))?;
+        let contents = file.call_method0(intern!(py, "read"))?;
+        file.call_method1(intern!(py, "seek"), (&position,))?;
+        Ok((position, contents))
+    };
+    let (position, contents) = match read() {
+        Ok(read) => read,
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
+            let err = crate::statics::PicklingError::new_err(format!("Cannot pickle file {name} as it cannot be read"));
+            err.set_cause(py, Some(e));
+            return Err(err);
+        }
+        Err(e) => return Err(e),
+    };
+    let copy = py.import("io")?.getattr("StringIO")?.call0()?;
+    copy.call_method1(intern!(py, "write"), (contents,))?;
+    copy.call_method1(intern!(py, "seek"), (position,))?;
+    copy.setattr(intern!(py, "name"), name)?;
+    copy.call_method1(intern!(py, "__reduce_ex__"), (4,))
+}
+
+/// A user-defined exception whose class keeps `BaseException.__reduce__`:
+/// rebuilt from its class and `args` without calling `__init__` (which may
+/// need more arguments than `args` holds), then its `__dict__`.
+pub fn reduce_exception<'py>(exc: &Bound<'py, PyAny>, base_reduce: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = exc.py();
+    if !exc.get_type().getattr(intern!(py, "__reduce__"))?.is(base_reduce) {
+        return Ok(None);
+    }
+    let args = PyTuple::new(py, [exc.get_type().into_any(), exc.getattr(intern!(py, "args"))?])?;
+    let state = lookup::getattr_opt(exc, intern!(py, "__dict__"))?.unwrap_or_else(|| py.None().into_bound(py));
+    let r = Reconstructors::get(py);
+    Ok(Some(PyTuple::new(py, [r.make_exception.bind(py).clone(), args.into_any(), state])?.into_any()))
+}

@@ -202,12 +202,12 @@ pub fn is_cell(obj: &Bound<'_, PyAny>) -> bool {
     obj.get_type().as_ptr() == &raw mut ffi::PyCell_Type as *mut ffi::PyObject
 }
 
-pub fn classmethod_type_addr() -> usize {
-    &raw mut ffi::PyClassMethod_Type as usize
-}
-
-pub fn staticmethod_type_addr() -> usize {
-    &raw mut ffi::PyStaticMethod_Type as usize
+/// Whether a class was created at run time (a Python class) rather than
+/// being static (a builtin or an extension's static type).
+pub fn is_heap_type(cls: &Bound<'_, PyType>) -> bool {
+    // SAFETY: `cls` is a live type object; reading its flags is plain data.
+    let flags = unsafe { ffi::PyType_GetFlags(cls.as_ptr() as *mut ffi::PyTypeObject) };
+    flags & ffi::Py_TPFLAGS_HEAPTYPE != 0
 }
 
 /// The function's `__globals__` (never NULL for a function).
