@@ -281,7 +281,8 @@ pub fn make_type_parameter<'py>(
 /// `vars(owner)[name]`: a descriptor as stored on its class.
 #[pyfunction]
 pub fn class_dict_item<'py>(owner: &Bound<'py, PyType>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-    owner.getattr(intern!(owner.py(), "__dict__"))?.get_item(name)
+    let found = owner.getattr(intern!(owner.py(), "__dict__"))?.cast_into::<pyo3::types::PyMapping>()?.get_item(name);
+    found.map_err(|_| PyValueError::new_err(format!("{} has no attribute {name} of its own", owner.name().map(|n| n.to_string()).unwrap_or_default())))
 }
 
 /// A dict view over `contents` (a list of keys or values, or a dict of

@@ -27,6 +27,13 @@ RECONSTRUCTORS = [
     "module_setstate",
     "builtin_type",
     "make_type_parameter",
+    "make_class",
+    "make_enum",
+    "class_setstate",
+    "class_dict_item",
+    "make_dict_view",
+    "dataclass_field_type",
+    "make_exception",
 ]
 
 HOSTILE_VALUES = """[
@@ -199,3 +206,43 @@ def test_pickles_reference_the_native_reconstructors_by_name():
     for name in ("make_function", "function_setstate", "make_code"):
         assert name.encode() in payload
         assert getattr(_native, name).__module__ == "cloudpickle_rs._native"
+
+
+def test_class_reconstructors_reject_bad_input():
+    run_checks(
+        """
+import enum
+from cloudpickle_rs import _native
+bad_calls = [
+    lambda: _native.make_class(int, "C", (), {}, "id-1"),           # metaclass not a type subclass
+    lambda: _native.make_class(type, "C", (5,), {}, "id-2"),        # a base that is not a class
+    lambda: _native.make_class(type, "C", (), {"__slots__": 5}, "id-3"),
+    lambda: _native.make_enum((), "E", "E", {}, "m", "id-4"),       # no Enum base
+    lambda: _native.make_enum((int,), "E", "E", {}, "m", "id-5"),   # last base not an Enum
+    lambda: _native.class_setstate(int, ({"x": 1}, None)),          # a builtin class
+    lambda: _native.class_setstate(type("X", (), {}), ({}, None, 3)),
+    lambda: _native.class_setstate(type("X", (), {}), (5, None)),
+    lambda: _native.make_dict_view("nope", [], False),
+    lambda: _native.make_dict_view("keys", {}, False),
+    lambda: _native.dataclass_field_type("nope"),
+    lambda: _native.make_exception(int, ()),
+    lambda: _native.make_type_parameter(int, "T", (), {}, "id-6"),
+    lambda: _native.builtin_type("__name__"),
+]
+for call in bad_calls:
+    try:
+        call()
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise AssertionError("accepted")
+C = _native.make_class(type, "C", (), {"__qualname__": "Outer.C", "__slots__": ("a",)}, "test-tracker")
+assert C.__qualname__ == "Outer.C" and not hasattr(C(), "__dict__")
+assert _native.make_class(type, "D", (), {}, "test-tracker") is C   # tracked by id
+E = _native.make_enum((enum.Enum,), "E", "E", {"A": 1, "B": 1}, "m", "test-enum")
+assert E.B is E.A and E.__module__ == "m"
+exc = _native.make_exception(KeyError, ("k", 2))
+assert type(exc) is KeyError and exc.args == ("k", 2)
+assert list(_native.make_dict_view("values", [1, 2], True)) == [1, 2]
+"""
+    )
