@@ -155,6 +155,8 @@ fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>>
         if inherited.get_item(&key)?.is_some_and(|base_value| base_value.is(&value)) {
             continue;
         }
+        let is_name = key.cast::<PyString>().is_ok_and(|k| k.to_str().is_ok_and(|k| k == "__module__" || k == "__qualname__"));
+        let value = if is_name { ffi::intern(value) } else { value };
         attributes.set_item(ffi::intern(key), value)?;
     }
     Ok(attributes)
