@@ -392,18 +392,31 @@ pub fn make_class<'py>(
     }
     let types = py.import("types")?;
     let resolved = types.getattr("resolve_bases")?.call1((bases,))?.cast_into::<PyTuple>()?;
-    let kwds = PyDict::new(py);
-    kwds.set_item("metaclass", metaclass)?;
-    let prepared = types.getattr("prepare_class")?.call1((name, &resolved, kwds))?.cast_into::<PyTuple>()?;
-    let (meta, ns, meta_kwds) = (prepared.get_item(0)?, prepared.get_item(1)?, prepared.get_item(2)?.cast_into::<PyDict>()?);
-    ns.call_method1(intern!(py, "update"), (namespace,))?;
-    if !resolved.is(bases) {
-        ns.set_item(intern!(py, "__orig_bases__"), bases)?;
-    }
-    let args = PyTuple::new(py, [name.clone().into_any(), resolved.clone().into_any(), ns])?;
-    let cls = match create_without_init_subclass(&meta, &args, &resolved)? {
-        Some(cls) => cls,
-        None => meta.call(args, Some(&meta_kwds))?,
+    let create = |namespace: &Bound<'py, PyDict>| -> PyResult<Bound<'py, PyAny>> {
+        let kwds = PyDict::new(py);
+        kwds.set_item("metaclass", metaclass)?;
+        let prepared = types.getattr("prepare_class")?.call1((name, &resolved, kwds))?.cast_into::<PyTuple>()?;
+        let (meta, ns, meta_kwds) = (prepared.get_item(0)?, prepared.get_item(1)?, prepared.get_item(2)?.cast_into::<PyDict>()?);
+        ns.call_method1(intern!(py, "update"), (namespace,))?;
+        if !resolved.is(bases) {
+            ns.set_item(intern!(py, "__orig_bases__"), bases)?;
+        }
+        let args = PyTuple::new(py, [name.clone().into_any(), resolved.clone().into_any(), ns])?;
+        match create_without_init_subclass(&meta, &args, &resolved)? {
+            Some(cls) => Ok(cls),
+            None => meta.call(args, Some(&meta_kwds)),
+        }
+    };
+    let cls = match create(namespace) {
+        Ok(cls) => cls,
+        // A metaclass that refuses `__slots__` in a class body (NamedTuple's)
+        // gets the class made without it, as cloudpickle makes every class.
+        Err(e) if namespace.contains(intern!(py, "__slots__"))? => {
+            let without_slots = namespace.copy()?;
+            without_slots.del_item(intern!(py, "__slots__"))?;
+            create(&without_slots).map_err(|_| e)?
+        }
+        Err(e) => return Err(e),
     };
     registry::lookup_or_track(cls, tracker_id.to_str()?)
 }

@@ -33,6 +33,7 @@ pub struct Reconstructors {
     pub make_dict_view: Py<PyAny>,
     pub dataclass_field_type: Py<PyAny>,
     pub make_exception: Py<PyAny>,
+    pub make_text_file: Py<PyAny>,
 }
 
 static RECONSTRUCTORS: PyOnceLock<Reconstructors> = PyOnceLock::new();
@@ -58,6 +59,7 @@ impl Reconstructors {
         m.add_function(wrap_pyfunction!(make_dict_view, m)?)?;
         m.add_function(wrap_pyfunction!(dataclass_field_type, m)?)?;
         m.add_function(wrap_pyfunction!(make_exception, m)?)?;
+        m.add_function(wrap_pyfunction!(make_text_file, m)?)?;
         m.add_class::<crate::code::SortedFrozenSet>()?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
         let found = Reconstructors {
@@ -79,6 +81,7 @@ impl Reconstructors {
             make_dict_view: get("make_dict_view")?,
             dataclass_field_type: get("dataclass_field_type")?,
             make_exception: get("make_exception")?,
+            make_text_file: get("make_text_file")?,
         };
         // A second import of the module (subinterpreter, reload) keeps the first set.
         let _ = RECONSTRUCTORS.set(m.py(), found);
@@ -337,4 +340,14 @@ pub fn make_exception<'py>(cls: &Bound<'py, PyType>, args: &Bound<'py, PyTuple>)
     let exc = new.call1(PyTuple::new(py, call_args)?)?;
     exc.setattr(intern!(py, "args"), args)?;
     Ok(exc)
+}
+
+/// A pickled text file: the `io.StringIO` holding its content, name and position.
+#[pyfunction]
+pub fn make_text_file<'py>(contents: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let string_io = contents.py().import("io")?.getattr("StringIO")?;
+    if !contents.get_type().is(&string_io) {
+        return Err(PyTypeError::new_err("expected an io.StringIO"));
+    }
+    Ok(contents.clone())
 }

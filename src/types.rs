@@ -294,7 +294,7 @@ pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     copy.call_method1(intern!(py, "write"), (contents,))?;
     copy.call_method1(intern!(py, "seek"), (position,))?;
     copy.setattr(intern!(py, "name"), name)?;
-    copy.call_method1(intern!(py, "__reduce_ex__"), (4,))
+    reduce(&Reconstructors::get(py).make_text_file, PyTuple::new(py, [copy])?)
 }
 
 /// A user-defined exception whose class keeps `BaseException.__reduce__`:

@@ -34,6 +34,7 @@ RECONSTRUCTORS = [
     "make_dict_view",
     "dataclass_field_type",
     "make_exception",
+    "make_text_file",
 ]
 
 HOSTILE_VALUES = """[
