@@ -409,9 +409,10 @@ pub fn make_class<'py>(
     };
     let cls = match create(namespace) {
         Ok(cls) => cls,
-        // A metaclass that refuses `__slots__` in a class body (NamedTuple's)
-        // gets the class made without it, as cloudpickle makes every class.
-        Err(e) if namespace.contains(intern!(py, "__slots__"))? => {
+        // A metaclass that refuses `__slots__` in a class body (NamedTuple's
+        // raises AttributeError) gets the class made without it, as
+        // cloudpickle makes every class.
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) && namespace.contains(intern!(py, "__slots__"))? => {
             let without_slots = namespace.copy()?;
             without_slots.del_item(intern!(py, "__slots__"))?;
             create(&without_slots).map_err(|_| e)?
