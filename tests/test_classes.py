@@ -1,0 +1,666 @@
+"""Classes by value and the other types cloudpickle handles (issue 3).
+
+Each test runs a SENDER script as ``__main__`` in a fresh interpreter, which
+pickles objects with cloudpickle_rs, and a RECEIVER fresh interpreter that
+lacks the sender's code, loads them with plain ``pickle`` and asserts.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PY312 = sys.version_info >= (3, 12)
+
+
+def _run(src, stdin=None, env=None):
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(src)],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"subprocess failed:\n{result.stderr.decode()}")
+    return result.stdout
+
+
+def pickle_in_main(sender, name="objs", env=None):
+    """Runs `sender` as __main__ and returns cloudpickle_rs.dumps(<name>)."""
+    footer = f"\nimport sys as _s, cloudpickle_rs as _c\n_s.stdout.buffer.write(_c.dumps({name}))\n"
+    return _run(textwrap.dedent(sender) + footer, env=env)
+
+
+def load_elsewhere(payload, receiver):
+    """Loads `payload` as `objs` in a fresh interpreter and runs `receiver`."""
+    header = "import pickle, sys\nobjs = pickle.loads(sys.stdin.buffer.read())\n"
+    return _run(header + textwrap.dedent(receiver) + "\nprint('ok')\n", stdin=payload).decode()
+
+
+def roundtrip(sender, receiver):
+    assert load_elsewhere(pickle_in_main(sender), receiver).strip().endswith("ok")
+
+
+def test_class_of_main_by_value_with_its_methods():
+    roundtrip(
+        """
+        class Point:
+            '''A point.'''
+            dims = 2
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+            def norm2(self):
+                return self.x ** 2 + self.y ** 2
+            @classmethod
+            def origin(cls):
+                return cls(0, 0)
+            @staticmethod
+            def kind():
+                return "point"
+            @property
+            def swapped(self):
+                return Point(self.y, self.x)
+            def __repr__(self):
+                return f"Point({self.x}, {self.y})"
+        objs = (Point, Point(3, 4))
+        """,
+        """
+        assert "Point" not in vars(sys.modules["__main__"])
+        Point, p = objs
+        assert type(p) is Point and p.norm2() == 25
+        assert Point.origin().norm2() == 0 and Point.kind() == "point"
+        assert repr(p.swapped) == "Point(4, 3)"
+        assert Point.__doc__ == "A point." and Point.dims == 2 and Point.__module__ == "__main__"
+        """,
+    )
+
+
+def test_local_class_and_class_of_dynamic_module():
+    roundtrip(
+        """
+        import types
+        def factory(k):
+            class Local:
+                def get(self):
+                    return k
+            return Local
+        mod = types.ModuleType("dynmod")
+        exec("class InMod:\\n    def hello(self):\\n        return 'hi'\\n", mod.__dict__)
+        objs = (factory(7)(), mod.InMod())
+        """,
+        """
+        local, in_mod = objs
+        assert local.get() == 7 and type(local).__qualname__ == "factory.<locals>.Local"
+        assert in_mod.hello() == "hi" and type(in_mod).__module__ == "dynmod"
+        """,
+    )
+
+
+def test_class_of_module_registered_by_value(tmp_path):
+    package = tmp_path / "regpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("class Shape:\n    def sides(self):\n        return 4\n")
+    sender = f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import regpkg, cloudpickle_rs
+        cloudpickle_rs.register_pickle_by_value(regpkg)
+        objs = regpkg.Shape()
+        """
+    assert "regpkg" not in load_elsewhere(pickle_in_main(sender), "assert objs.sides() == 4\nprint(sorted(sys.modules))")
+
+
+def test_inheritance_super_and_nested_class_qualname():
+    roundtrip(
+        """
+        class Base:
+            def who(self):
+                return "base"
+        class Child(Base):
+            def who(self):
+                return "child>" + super().who()
+            class Inner:
+                class Deeper:
+                    pass
+        objs = (Child(), Child.Inner, Child.Inner.Deeper)
+        """,
+        """
+        child, inner, deeper = objs
+        assert child.who() == "child>base"
+        assert inner.__qualname__ == "Child.Inner"
+        assert deeper.__qualname__ == "Child.Inner.Deeper"
+        """,
+    )
+
+
+def test_class_is_written_once_for_many_instances():
+    sender = """
+        class Rec:
+            def __init__(self, i):
+                self.i = i
+        objs = [Rec(i) for i in range(N)]
+        """
+    one = pickle_in_main(sender.replace("N", "1"))
+    many = pickle_in_main(sender.replace("N", "2001"))
+    # Each further instance costs its own state (~10 bytes), never the class again.
+    assert (len(many) - len(one)) / 2000 < 16
+    load_elsewhere(many, "assert len({type(r) for r in objs}) == 1 and objs[2000].i == 2000")
+
+
+def test_identity_two_pickles_of_one_class_load_as_one_class():
+    payload = pickle_in_main("class Thing:\n    pass\nobjs = (Thing, Thing())")
+    receiver = """
+        import pickle, sys, threading
+        data = sys.stdin.buffer.read()
+        first = pickle.loads(data)
+        second = pickle.loads(data)
+        assert first[0] is second[0] and isinstance(second[1], first[0])
+        results = []
+        def load():
+            results.append(pickle.loads(data)[0])
+        threads = [threading.Thread(target=load) for _ in range(8)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert all(r is first[0] for r in results)
+        print("ok")
+        """
+    assert _run(receiver, stdin=payload).decode().strip() == "ok"
+
+
+def test_distinct_live_classes_with_one_definition_stay_distinct():
+    roundtrip(
+        """
+        def make():
+            class Twin:
+                pass
+            return Twin
+        A, B = make(), make()
+        objs = (A, B, A(), B())
+        """,
+        """
+        A, B, a, b = objs
+        assert A is not B and type(a) is A and type(b) is B
+        """,
+    )
+
+
+def test_enums_with_aliases_methods_and_flags():
+    roundtrip(
+        """
+        import enum
+        class Color(enum.Enum):
+            RED = 1
+            CRIMSON = 1
+            BLUE = 2
+            def lower(self):
+                return self.name.lower()
+        class Level(enum.IntEnum):
+            LOW = 1
+            HIGH = 2
+        class Perm(enum.Flag):
+            R = 4
+            W = 2
+        class Mode(enum.IntFlag):
+            X = 1
+            Y = 2
+        objs = (Color, Color.BLUE, Level.HIGH, Perm.R | Perm.W, Mode.X | Mode.Y, Color.RED)
+        """,
+        """
+        Color, blue, high, rw, xy, red = objs
+        assert blue is Color.BLUE and red is Color.RED and Color.CRIMSON is Color.RED
+        assert [m.name for m in Color] == ["RED", "BLUE"] and blue.lower() == "blue"
+        assert high == 2 and high > 1 and type(high).__name__ == "Level"
+        assert type(rw).R in rw and type(rw).W in rw
+        assert int(xy) == 3
+        """,
+    )
+
+
+def test_abc_stays_abstract_and_keeps_virtual_subclasses():
+    roundtrip(
+        """
+        import abc
+        class Shape(abc.ABC):
+            @abc.abstractmethod
+            def area(self): ...
+            @property
+            @abc.abstractmethod
+            def name(self): ...
+        class Square(Shape):
+            def area(self):
+                return 4
+            name = "square"
+        class Virtual:
+            pass
+        Shape.register(Virtual)
+        objs = (Shape, Square, Virtual)
+        """,
+        """
+        Shape, Square, Virtual = objs
+        try:
+            Shape()
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("abstract class instantiated")
+        assert Shape.__abstractmethods__ == frozenset({"area", "name"})
+        assert Square().area() == 4 and issubclass(Square, Shape)
+        assert issubclass(Virtual, Shape) and isinstance(Virtual(), Shape)
+        """,
+    )
+
+
+def test_dataclasses_fields_and_sentinels_are_the_receivers():
+    roundtrip(
+        """
+        import dataclasses, typing
+        @dataclasses.dataclass(frozen=True)
+        class Frozen:
+            a: int
+            tags: list = dataclasses.field(default_factory=list)
+            limit: typing.ClassVar[int] = 3
+        objs = (Frozen, Frozen(1), dataclasses.MISSING, dataclasses.fields(Frozen)[0].default)
+        """,
+        """
+        import dataclasses
+        Frozen, f, missing, default = objs
+        assert missing is dataclasses.MISSING and default is dataclasses.MISSING
+        assert [x.name for x in dataclasses.fields(Frozen)] == ["a", "tags"]
+        assert Frozen(2).tags == [] and f == Frozen(1)
+        try:
+            f.a = 5
+        except dataclasses.FrozenInstanceError:
+            pass
+        else:
+            raise AssertionError("frozen dataclass mutated")
+        """,
+    )
+
+
+def test_namedtuples():
+    roundtrip(
+        """
+        import collections, typing
+        class Pair(typing.NamedTuple):
+            a: int
+            b: str = "z"
+            def twice(self):
+                return self.a * 2
+        Pt = collections.namedtuple("Pt", "x y")
+        objs = (Pair(2), Pair, Pt(1, 2), Pt)
+        """,
+        """
+        pair, Pair, pt, Pt = objs
+        assert pair == (2, "z") and pair.twice() == 4 and Pair._fields == ("a", "b")
+        assert Pair(5).b == "z" and pt.y == 2 and Pt(3, 4).x == 3
+        """,
+    )
+
+
+def test_typing_constructs():
+    roundtrip(
+        """
+        import typing
+        T = typing.TypeVar("T", bound=int)
+        P = typing.ParamSpec("P")
+        class Box(typing.Generic[T]):
+            def __init__(self, v: T):
+                self.v = v
+        objs = (T, Box, Box[int], Box(3), typing.Literal["a", "b"], typing.Union[int, Box],
+                typing.Optional[Box], typing.ClassVar[int], typing.Final[int],
+                typing.Annotated[int, "meta"], typing.Callable[P, T], P)
+        """,
+        """
+        import typing
+        T, Box, BoxInt, box, lit, union, opt, cv, final, ann, call, P = objs
+        assert T.__bound__ is int and Box.__parameters__ == (T,)
+        assert typing.get_args(BoxInt) == (int,) and typing.get_origin(BoxInt) is Box
+        assert box.v == 3 and typing.get_args(lit) == ("a", "b")
+        assert typing.get_args(union) == (int, Box) and typing.get_args(opt) == (Box, type(None))
+        assert typing.get_args(ann) == (int, "meta") and typing.get_args(call)[0] is P
+        second = pickle.loads(pickle.dumps(objs))  # stdlib round trip keeps working too
+        """,
+    )
+
+
+def test_typevar_tracked_identity():
+    payload = pickle_in_main("import typing\nobjs = typing.TypeVar('U')")
+    _run(
+        """
+        import pickle, sys
+        data = sys.stdin.buffer.read()
+        assert pickle.loads(data) is pickle.loads(data)
+        """,
+        stdin=payload,
+    )
+
+
+def test_exceptions_and_metaclass_call():
+    roundtrip(
+        """
+        class AppError(Exception):
+            pass
+        class Meta(type):
+            def __call__(cls, *args, **kwargs):
+                obj = super().__call__(*args, **kwargs)
+                obj.made_by_meta = True
+                return obj
+        class Managed(metaclass=Meta):
+            pass
+        objs = (AppError("boom"), AppError, Managed)
+        """,
+        """
+        err, AppError, Managed = objs
+        assert isinstance(err, AppError) and err.args == ("boom",)
+        assert Managed().made_by_meta and type(Managed).__name__ == "Meta"
+        """,
+    )
+
+
+def test_instances_with_custom_reduce_and_state():
+    roundtrip(
+        """
+        class Reduced:
+            def __init__(self, v):
+                self.v = v
+            def __reduce__(self):
+                return (Reduced, (self.v * 10,))
+        class Stateful:
+            def __init__(self):
+                self.a = 1
+            def __getstate__(self):
+                return {"a": self.a, "extra": 5}
+            def __setstate__(self, state):
+                self.__dict__.update(state)
+                self.restored = True
+        objs = (Reduced(1), Stateful())
+        """,
+        """
+        reduced, stateful = objs
+        assert reduced.v == 10
+        assert vars(stateful) == {"a": 1, "extra": 5, "restored": True}
+        """,
+    )
+
+
+def test_descriptors_views_and_small_types():
+    roundtrip(
+        """
+        import abc, collections, logging, types, weakref
+        d = {"k": 1, "j": 2}
+        od = collections.OrderedDict(a=1, b=2)
+        class Member:
+            pass
+        members = [Member(), Member()]
+        objs = dict(
+            prop=property(lambda self: 1, doc="pdoc"), aprop=abc.abstractproperty(lambda self: 2),
+            cm=classmethod(lambda cls: cls), sm=staticmethod(lambda: 3),
+            acm=abc.abstractclassmethod(lambda cls: 4), asm=abc.abstractstaticmethod(lambda: 5),
+            getset=type.__dict__["__dict__"], proxy=types.MappingProxyType({"x": 1}),
+            keys=d.keys(), values=d.values(), items=d.items(),
+            okeys=od.keys(), ovalues=od.values(), oitems=od.items(),
+            weakset=weakref.WeakSet(members), members=members,
+            logger=logging.getLogger("app.sub"), root=logging.getLogger(),
+            view=memoryview(b"abc"), types=(type(None), type(...), type(NotImplemented), types.FunctionType, types.CodeType),
+        )
+        """,
+        """
+        import abc, logging, types
+        o = objs
+        assert o["prop"].fget(None) == 1 and o["prop"].__doc__ == "pdoc"
+        assert type(o["aprop"]) is abc.abstractproperty and o["aprop"].fget(None) == 2
+        assert o["cm"].__func__(int) is int and o["sm"].__func__() == 3
+        assert type(o["acm"]) is abc.abstractclassmethod and type(o["asm"]) is abc.abstractstaticmethod
+        assert o["getset"] is type.__dict__["__dict__"]
+        assert type(o["proxy"]) is types.MappingProxyType and dict(o["proxy"]) == {"x": 1}
+        assert list(o["keys"]) == ["k", "j"] and list(o["values"]) == [1, 2] and list(o["items"]) == [("k", 1), ("j", 2)]
+        assert type(o["okeys"]).__name__ == "odict_keys" and list(o["oitems"]) == [("a", 1), ("b", 2)]
+        assert len(o["weakset"]) == 2
+        assert o["logger"] is logging.getLogger("app.sub") and o["root"] is logging.getLogger()
+        assert o["view"] == b"abc"
+        assert o["types"] == (type(None), type(...), type(NotImplemented), types.FunctionType, types.CodeType)
+        """,
+    )
+
+
+def test_text_files(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("line1\nline2\n")
+    roundtrip(
+        f"""
+        import sys
+        f = open({str(path)!r})
+        f.readline()
+        objs = (f, sys.stdout, sys.stderr)
+        """,
+        f"""
+        f, out, err = objs
+        assert f.readline() == "line2\\n" and f.name == {str(path)!r}
+        f.seek(0)
+        assert f.read() == "line1\\nline2\\n"
+        assert out is sys.stdout and err is sys.stderr
+        """,
+    )
+    out = _run(
+        f"""
+        import pickle, cloudpickle_rs
+        closed = open({str(path)!r}); closed.close()
+        write_only = open({str(path) + ".out"!r}, "w")
+        for f in (closed, write_only):
+            try:
+                cloudpickle_rs.dumps(f)
+            except pickle.PicklingError as e:
+                print(e)
+        """
+    ).decode()
+    assert "Cannot pickle closed files" in out
+    assert "Cannot pickle files that are not opened for reading: w" in out
+
+
+# --- Beyond cloudpickle: it gets these wrong, we must not -------------------
+
+
+def test_slots_survive():
+    roundtrip(
+        """
+        class Slotted:
+            __slots__ = ("a", "__hidden")
+            def __init__(self):
+                self.a = 1
+                self.__hidden = 2
+            def hidden(self):
+                return self.__hidden
+        objs = Slotted()
+        """,
+        """
+        assert objs.a == 1 and objs.hidden() == 2
+        assert not hasattr(objs, "__dict__") and type(objs).__slots__ == ("a", "__hidden")
+        try:
+            objs.other = 3
+        except AttributeError:
+            pass
+        else:
+            raise AssertionError("instance of a slotted class got a __dict__")
+        """,
+    )
+
+
+def test_init_subclass_side_effects_not_repeated():
+    roundtrip(
+        """
+        REGISTRY = []
+        class Plugin:
+            def __init_subclass__(cls, **kwargs):
+                super().__init_subclass__(**kwargs)
+                REGISTRY.append(cls.__name__)
+        class A(Plugin):
+            pass
+        objs = (REGISTRY, A)
+        """,
+        """
+        registry, A = objs
+        assert registry == ["A"], registry
+        """,
+    )
+
+
+def test_exception_with_required_init_arguments():
+    roundtrip(
+        """
+        class CodedError(Exception):
+            def __init__(self, msg, code):
+                super().__init__(msg)
+                self.code = code
+        objs = CodedError("bad thing", 42)
+        """,
+        """
+        assert type(objs).__name__ == "CodedError"
+        assert objs.args == ("bad thing",) and objs.code == 42 and str(objs) == "bad thing"
+        """,
+    )
+
+
+def test_getset_descriptor_loads_as_itself():
+    roundtrip(
+        "objs = (type.__dict__['__dict__'], type.__dict__['__doc__'])",
+        "assert objs[0] is type.__dict__['__dict__'] and objs[1] is type.__dict__['__doc__']",
+    )
+
+
+def test_dataclass_missing_is_the_receivers():
+    roundtrip(
+        "import dataclasses\nobjs = (dataclasses.MISSING, getattr(dataclasses, 'KW_ONLY', None))",
+        "import dataclasses\nassert objs[0] is dataclasses.MISSING and objs[1] is getattr(dataclasses, 'KW_ONLY', None)",
+    )
+
+
+def test_deterministic_class_pickles_across_hash_seeds():
+    sender = """
+        import enum, dataclasses
+        class Base:
+            tags = ("x", "y")
+            def m(self):
+                return {"a", "b"}
+        class A(Base):
+            '''doc'''
+            def get(self):
+                return 1 if self else 2
+        class Color(enum.Enum):
+            RED = 1
+        @dataclasses.dataclass
+        class DC:
+            a: int = 0
+        objs = (A, A(), Color, DC)
+        """
+    first = pickle_in_main(sender, env={"PYTHONHASHSEED": "1"})
+    second = pickle_in_main(sender, env={"PYTHONHASHSEED": "2"})
+    assert first == second
+
+
+def test_module_subclass_in_sys_modules_by_reference():
+    payload = pickle_in_main(
+        """
+        import sys, types
+        class LazyModule(types.ModuleType):
+            pass
+        mod = LazyModule("json")  # stands for a library that swapped itself in
+        import json
+        objs = json
+        """
+    )
+    load_elsewhere(payload, "import json\nassert objs is json")
+    payload = pickle_in_main(
+        """
+        import sys, types
+        class Special(types.ModuleType):
+            pass
+        sys.modules["special_mod"] = Special("special_mod")
+        objs = sys.modules["special_mod"]
+        """
+    )
+    assert b"subimport" in payload
+
+
+@pytest.mark.parametrize("slots", [True, False])
+def test_attrs_classes_in_main(slots):
+    pytest.importorskip("attrs")
+    roundtrip(
+        f"""
+        import attrs
+        @attrs.define(slots={slots})
+        class Item:
+            name: str
+            qty: int = attrs.field(default=1, validator=attrs.validators.instance_of(int))
+            def total(self, price):
+                return self.qty * price
+        objs = (Item, Item("a", 3))
+        """,
+        f"""
+        Item, item = objs
+        assert item.total(2) == 6 and Item("b").qty == 1 and item == Item("a", 3)
+        assert hasattr(item, "__dict__") is (not {slots})
+        try:
+            Item("c", "not an int")
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("attrs validator lost")
+        """,
+    )
+
+
+def test_pydantic_model_in_main():
+    pytest.importorskip("pydantic")
+    roundtrip(
+        """
+        import pydantic
+        class User(pydantic.BaseModel):
+            name: str
+            age: int = 0
+            @pydantic.field_validator("age")
+            @classmethod
+            def non_negative(cls, v):
+                if v < 0:
+                    raise ValueError("negative age")
+                return v
+            def greeting(self):
+                return "hi " + self.name
+        objs = (User, User(name="ann", age=3))
+        """,
+        """
+        import pydantic
+        User, user = objs
+        assert user.greeting() == "hi ann" and user.age == 3
+        assert User(name="bob").age == 0 and User.model_validate({"name": "c", "age": 1}).age == 1
+        try:
+            User(name="x", age=-1)
+        except pydantic.ValidationError:
+            pass
+        else:
+            raise AssertionError("pydantic validator lost")
+        """,
+    )
+
+
+def test_same_behaviour_as_upstream_for_classes():
+    cloudpickle = pytest.importorskip("cloudpickle")
+    import cloudpickle_rs
+
+    def make():
+        class Counter:
+            start = 10
+            def __init__(self):
+                self.n = self.start
+            def bump(self, by=1):
+                self.n += by
+                return self.n
+        return Counter
+
+    Counter = make()
+    ours = cloudpickle_rs.loads(cloudpickle_rs.dumps(Counter))()
+    theirs = cloudpickle.loads(cloudpickle.dumps(Counter))()
+    assert (ours.bump(), ours.bump(5)) == (theirs.bump(), theirs.bump(5))
+    assert type(ours).__qualname__ == type(theirs).__qualname__
