@@ -120,16 +120,16 @@ impl Tracker {
         alive(obj.py(), &entry.object).filter(|o| o.is(obj)).map(|_| entry.id.clone())
     }
 
-    fn track(&mut self, obj: &Bound<'_, PyAny>, id: String) -> PyResult<()> {
-        let weak = PyWeakrefReference::new(obj)?.unbind();
-        self.by_id.insert(id.clone(), weak.clone_ref(obj.py()));
+    /// Records `obj` (whose weak reference the caller made before taking the
+    /// lock: allocating may collect garbage and run Python code, which must
+    /// not happen while the lock is held).
+    fn track(&mut self, py: Python<'_>, obj: &Bound<'_, PyAny>, weak: Py<PyWeakrefReference>, id: String) {
+        self.by_id.insert(id.clone(), weak.clone_ref(py));
         self.by_object.insert(obj.as_ptr() as usize, Tracked { object: weak, id });
         if self.by_object.len() % 1024 == 0 {
-            let py = obj.py();
             self.by_object.retain(|_, t| alive(py, &t.object).is_some());
             self.by_id.retain(|_, w| alive(py, w).is_some());
         }
-        Ok(())
     }
 }
 
@@ -137,6 +137,7 @@ impl Tracker {
 /// its definition), suffixed when another live object already holds it.
 pub fn tracker_id_for(obj: &Bound<'_, PyAny>, base: &str) -> PyResult<String> {
     let py = obj.py();
+    let weak = PyWeakrefReference::new(obj)?.unbind();
     let mut guard = TRACKER.lock();
     let tracker = guard.get_or_insert_with(Tracker::default);
     if let Some(id) = tracker.id_of(obj) {
@@ -149,19 +150,20 @@ pub fn tracker_id_for(obj: &Bound<'_, PyAny>, base: &str) -> PyResult<String> {
         id.clear();
         let _ = write!(id, "{base}-{n}");
     }
-    tracker.track(obj, id.clone())?;
+    tracker.track(py, obj, weak, id.clone());
     Ok(id)
 }
 
 /// On load: the object already known under `id`, else `obj`, now tracked.
 pub fn lookup_or_track<'py>(obj: Bound<'py, PyAny>, id: &str) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
+    let weak = PyWeakrefReference::new(&obj)?.unbind();
     let mut guard = TRACKER.lock();
     let tracker = guard.get_or_insert_with(Tracker::default);
     if let Some(known) = tracker.by_id.get(id).and_then(|w| alive(py, w)) {
         return Ok(known);
     }
-    tracker.track(&obj, id.to_owned())?;
+    tracker.track(py, &obj, weak, id.to_owned());
     Ok(obj)
 }
 
