@@ -89,37 +89,66 @@ fn extract_global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     PyTuple::new(py, names)
 }
 
-struct CacheEntry {
-    code: Py<PyWeakrefReference>,
-    names: Py<PyTuple>,
+/// What is derived from a code object, computed once per code object.
+#[derive(Clone, Copy)]
+enum Derived {
+    GlobalNames = 0,
+    Reduction = 1,
 }
 
-/// Code object address -> its global names. The weak reference tells a live
-/// entry from one whose code object died and whose address was reused.
-static GLOBAL_NAMES: Mutex<Option<AHashMap<usize, CacheEntry>>> = Mutex::new(None);
+struct CacheEntry {
+    code: Py<PyWeakrefReference>,
+    derived: [Option<Py<PyAny>>; 2],
+}
+
+/// Code object address -> what was derived from it. The weak reference tells
+/// a live entry from one whose code object died and whose address was reused.
+/// Python code never runs while the lock is held.
+static CACHE: Mutex<Option<AHashMap<usize, CacheEntry>>> = Mutex::new(None);
 static PRUNE_AT: Mutex<usize> = Mutex::new(1024);
+
+fn cached<'py>(code: &Bound<'py, PyAny>, what: Derived) -> Option<Bound<'py, PyAny>> {
+    let py = code.py();
+    let guard = CACHE.lock();
+    let entry = guard.as_ref()?.get(&(code.as_ptr() as usize))?;
+    if !entry.code.bind(py).upgrade().is_some_and(|live| live.is(code)) {
+        return None;
+    }
+    entry.derived[what as usize].as_ref().map(|v| v.bind(py).clone())
+}
+
+fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = code.py();
+    let weak = PyWeakrefReference::new(code)?.unbind();
+    let mut stale = Vec::new();
+    {
+        let mut guard = CACHE.lock();
+        let cache = guard.get_or_insert_with(AHashMap::new);
+        let key = code.as_ptr() as usize;
+        let entry = cache.entry(key).or_insert_with(|| CacheEntry { code: weak.clone_ref(py), derived: [None, None] });
+        if !entry.code.bind(py).upgrade().is_some_and(|live| live.is(code)) {
+            stale.push(std::mem::replace(entry, CacheEntry { code: weak, derived: [None, None] }));
+        }
+        entry.derived[what as usize] = Some(value.clone().unbind());
+        let mut prune_at = PRUNE_AT.lock();
+        if cache.len() >= *prune_at {
+            let dead: Vec<usize> = cache.iter().filter(|(_, e)| e.code.bind(py).upgrade().is_none()).map(|(k, _)| *k).collect();
+            stale.extend(dead.into_iter().filter_map(|k| cache.remove(&k)));
+            *prune_at = (cache.len() * 2).max(1024);
+        }
+    }
+    // Released outside the lock: dropping the last reference to a value may free objects.
+    drop(stale);
+    Ok(())
+}
 
 /// The global names referenced by `code` and its nested code objects.
 pub fn global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
-    let py = code.py();
-    let key = code.as_ptr() as usize;
-    if let Some(cache) = GLOBAL_NAMES.lock().as_ref() {
-        if let Some(entry) = cache.get(&key) {
-            if entry.code.bind(py).upgrade().is_some_and(|live| live.is(code)) {
-                return Ok(entry.names.bind(py).clone());
-            }
-        }
+    if let Some(names) = cached(code, Derived::GlobalNames) {
+        return Ok(names.cast_into()?);
     }
     let names = extract_global_names(code)?;
-    let entry = CacheEntry { code: PyWeakrefReference::new(code)?.unbind(), names: names.clone().unbind() };
-    let mut guard = GLOBAL_NAMES.lock();
-    let cache = guard.get_or_insert_with(AHashMap::new);
-    cache.insert(key, entry);
-    let mut prune_at = PRUNE_AT.lock();
-    if cache.len() >= *prune_at {
-        cache.retain(|_, e| e.code.bind(py).upgrade().is_some());
-        *prune_at = (cache.len() * 2).max(1024);
-    }
+    remember(code, Derived::GlobalNames, names.as_any())?;
     Ok(names)
 }
 
@@ -205,10 +234,16 @@ fn code_args<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
 }
 
 /// `make_code((major, minor), args)`: rebuilt with `types.CodeType(*args)`.
+/// Code objects are immutable, so the reduction is computed once per code object.
 pub fn reduce_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = code.py();
+    if let Some(reduced) = cached(code, Derived::Reduction) {
+        return Ok(reduced);
+    }
     let args = PyTuple::new(py, [python_version(py).as_any().clone(), code_args(code)?.into_any()])?;
-    Ok(PyTuple::new(py, [Reconstructors::get(py).make_code.bind(py).clone(), args.into_any()])?.into_any())
+    let reduced = PyTuple::new(py, [Reconstructors::get(py).make_code.bind(py).clone(), args.into_any()])?.into_any();
+    remember(code, Derived::Reduction, &reduced)?;
+    Ok(reduced)
 }
 
 /// The load side of [`reduce_code`].

@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyModule, PyString};
 use crate::registry;
 
 pub fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    Ok(py.import(intern!(py, "sys"))?.getattr(intern!(py, "modules"))?.cast_into()?)
+    crate::ffi::sys_modules(py)
 }
 
 /// `getattr(obj, name, None)` that lets every error but AttributeError through.

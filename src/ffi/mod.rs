@@ -303,6 +303,17 @@ pub fn set_cell(cell: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<(
     check(cell.py(), unsafe { ffi::PyCell_Set(cell.as_ptr(), value.as_ptr()) })
 }
 
+/// `sys.modules`, as the import system sees it.
+pub fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    // SAFETY: returns a borrowed reference to the interpreter's module dict, or
+    // NULL (without an exception) during interpreter shutdown.
+    let modules = unsafe { Bound::from_borrowed_ptr_or_opt(py, ffi::PyImport_GetModuleDict()) };
+    modules
+        .ok_or_else(|| PySystemError::new_err("sys.modules is gone"))?
+        .cast_into::<PyDict>()
+        .map_err(Into::into)
+}
+
 /// Interns a string in place so that equal names are one object in the
 /// pickle's memo whatever their identity in the sender.
 pub fn intern<'py>(s: Bound<'py, PyAny>) -> Bound<'py, PyAny> {
