@@ -23,7 +23,10 @@ fn builtin_type_names(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
     NAMES
         .get_or_try_init(py, || {
             let names = PyDict::new(py);
-            let namespace = py.import("types")?.getattr("__dict__")?.cast_into::<PyDict>()?;
+            let namespace = py
+                .import("types")?
+                .getattr("__dict__")?
+                .cast_into::<PyDict>()?;
             for (name, value) in namespace.iter() {
                 if value.get_type().is(py.get_type::<PyType>()) {
                     names.set_item(value, name)?;
@@ -36,9 +39,13 @@ fn builtin_type_names(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
 
 fn is_singleton_type(cls: &Bound<'_, PyAny>) -> bool {
     let py = cls.py();
-    [py.None().into_bound(py), py.Ellipsis().into_bound(py), py.NotImplemented().into_bound(py)]
-        .iter()
-        .any(|singleton| singleton.get_type().is(cls))
+    [
+        py.None().into_bound(py),
+        py.Ellipsis().into_bound(py),
+        py.NotImplemented().into_bound(py),
+    ]
+    .iter()
+    .any(|singleton| singleton.get_type().is(cls))
 }
 
 pub fn reduce_class<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -49,7 +56,10 @@ pub fn reduce_class<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
         return not_implemented();
     }
     if let Some(name) = builtin_type_names(py)?.get_item(cls)? {
-        return reduce(&Reconstructors::get(py).builtin_type, PyTuple::new(py, [name])?);
+        return reduce(
+            &Reconstructors::get(py).builtin_type,
+            PyTuple::new(py, [name])?,
+        );
     }
     if lookup::function_or_class_by_reference(cls)? {
         return not_implemented();
@@ -94,10 +104,13 @@ fn reduce_dynamic_class<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, Py
     let py = cls.py();
     let own = cls.getattr(intern!(py, "__dict__"))?;
     let namespace = PyDict::new(py);
-    if let Some(module) = own.get_item("__module__").ok() {
+    if let Ok(module) = own.get_item("__module__") {
         namespace.set_item(intern!(py, "__module__"), ffi::intern(module))?;
     }
-    namespace.set_item(intern!(py, "__qualname__"), ffi::intern(cls.getattr(intern!(py, "__qualname__"))?))?;
+    namespace.set_item(
+        intern!(py, "__qualname__"),
+        ffi::intern(cls.getattr(intern!(py, "__qualname__"))?),
+    )?;
     if let Ok(slots) = own.get_item("__slots__") {
         namespace.set_item(intern!(py, "__slots__"), slots)?;
     }
@@ -145,17 +158,30 @@ fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>>
         items.push((key.str()?.to_string(), key, value));
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
-    let bases = cls.getattr(intern!(py, "__bases__"))?.cast_into::<PyTuple>()?;
+    let bases = cls
+        .getattr(intern!(py, "__bases__"))?
+        .cast_into::<PyTuple>()?;
     let inherited = PyDict::new(py);
     for base in bases.iter().rev() {
-        inherited.update(&base.getattr(intern!(py, "__dict__"))?.call_method0("copy")?.cast_into::<PyDict>()?.as_mapping())?;
+        inherited.update(
+            base.getattr(intern!(py, "__dict__"))?
+                .call_method0("copy")?
+                .cast_into::<PyDict>()?
+                .as_mapping(),
+        )?;
     }
     let attributes = PyDict::new(py);
     for (_, key, value) in items {
-        if inherited.get_item(&key)?.is_some_and(|base_value| base_value.is(&value)) {
+        if inherited
+            .get_item(&key)?
+            .is_some_and(|base_value| base_value.is(&value))
+        {
             continue;
         }
-        let is_name = key.cast::<PyString>().is_ok_and(|k| k.to_str().is_ok_and(|k| k == "__module__" || k == "__qualname__"));
+        let is_name = key.cast::<PyString>().is_ok_and(|k| {
+            k.to_str()
+                .is_ok_and(|k| k == "__module__" || k == "__qualname__")
+        });
         let value = if is_name { ffi::intern(value) } else { value };
         attributes.set_item(ffi::intern(key), value)?;
     }
@@ -167,7 +193,15 @@ fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>>
 fn class_state<'py>(cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {
     let py = cls.py();
     let attributes = own_attributes(cls)?;
-    for name in ["__weakref__", "__dict__", "_abc_impl", "_abc_cache", "_abc_negative_cache", "_abc_negative_cache_version", "_abc_registry"] {
+    for name in [
+        "__weakref__",
+        "__dict__",
+        "_abc_impl",
+        "_abc_cache",
+        "_abc_negative_cache",
+        "_abc_negative_cache_version",
+        "_abc_registry",
+    ] {
         if attributes.contains(name)? {
             attributes.del_item(name)?;
         }
@@ -176,7 +210,9 @@ fn class_state<'py>(cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, B
     let member_descriptor = py.import("types")?.getattr("MemberDescriptorType")?;
     let mut slot_names = Vec::new();
     for (name, value) in attributes.iter() {
-        if value.get_type().is(&member_descriptor) && lookup::getattr_opt(&value, intern!(py, "__objclass__"))?.is_some_and(|o| o.is(cls)) {
+        if value.get_type().is(&member_descriptor)
+            && lookup::getattr_opt(&value, intern!(py, "__objclass__"))?.is_some_and(|o| o.is(cls))
+        {
             slot_names.push(name);
         }
     }
@@ -191,7 +227,13 @@ fn class_state<'py>(cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, B
         for weak in weak_refs.try_iter()? {
             let subclass = weak?.call0()?;
             if !subclass.is_none() {
-                subclasses.push((subclass.getattr("__qualname__").map(|q| q.to_string()).unwrap_or_default(), subclass));
+                subclasses.push((
+                    subclass
+                        .getattr("__qualname__")
+                        .map(|q| q.to_string())
+                        .unwrap_or_default(),
+                    subclass,
+                ));
             }
         }
         if !subclasses.is_empty() {
@@ -211,12 +253,27 @@ fn definition_digest(cls: &Bound<'_, PyType>, attributes: &Bound<'_, PyDict>) ->
     let py = cls.py();
     let mut text = String::new();
     let qualified = |obj: &Bound<'_, PyAny>| -> String {
-        let module = obj.getattr("__module__").map(|m| m.to_string()).unwrap_or_default();
-        let name = obj.getattr("__qualname__").map(|m| m.to_string()).unwrap_or_default();
+        let module = obj
+            .getattr("__module__")
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let name = obj
+            .getattr("__qualname__")
+            .map(|m| m.to_string())
+            .unwrap_or_default();
         format!("{module}.{name}")
     };
-    let _ = write!(text, "{}|{}|", qualified(cls.as_any()), qualified(cls.get_type().as_any()));
-    for base in cls.getattr(intern!(py, "__bases__"))?.cast_into::<PyTuple>()?.iter() {
+    let _ = write!(
+        text,
+        "{}|{}|",
+        qualified(cls.as_any()),
+        qualified(cls.get_type().as_any())
+    );
+    for base in cls
+        .getattr(intern!(py, "__bases__"))?
+        .cast_into::<PyTuple>()?
+        .iter()
+    {
         let _ = write!(text, "{},", qualified(&base));
     }
     for (name, value) in attributes.iter() {
@@ -235,18 +292,27 @@ fn shape(value: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResult<(
     let type_name = value.get_type().qualname()?.to_string();
     out.push_str(&type_name);
     if ffi::is_code(value) {
-        let bytecode = value.getattr(intern!(py, "co_code"))?.cast_into::<PyBytes>()?;
+        let bytecode = value
+            .getattr(intern!(py, "co_code"))?
+            .cast_into::<PyBytes>()?;
         for b in bytecode.as_bytes() {
             let _ = write!(out, "{b:02x}");
         }
         let _ = write!(out, "{}", value.getattr(intern!(py, "co_names"))?.repr()?);
-        for constant in value.getattr(intern!(py, "co_consts"))?.cast_into::<PyTuple>()?.iter() {
+        for constant in value
+            .getattr(intern!(py, "co_consts"))?
+            .cast_into::<PyTuple>()?
+            .iter()
+        {
             out.push(',');
             shape(&constant, out, depth + 1)?;
         }
     } else if value.is_instance_of::<PyFunction>() {
         shape(&value.getattr(intern!(py, "__code__"))?, out, depth + 1)?;
-    } else if let Some(inner) = ["__func__", "fget"].iter().find_map(|a| value.getattr(*a).ok()) {
+    } else if let Some(inner) = ["__func__", "fget"]
+        .iter()
+        .find_map(|a| value.getattr(*a).ok())
+    {
         shape(&inner, out, depth + 1)?;
     } else if value.is_none()
         || value.is_instance_of::<PyString>()
@@ -265,19 +331,34 @@ fn shape(value: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResult<(
 }
 
 /// Attributes every enum class gets from its metaclass: not shipped.
-const ENUM_INTERNALS: [&str; 5] =
-    ["_generate_next_value_", "_member_names_", "_member_map_", "_member_type_", "_value2member_map_"];
+const ENUM_INTERNALS: [&str; 5] = [
+    "_generate_next_value_",
+    "_member_names_",
+    "_member_map_",
+    "_member_type_",
+    "_value2member_map_",
+];
 
 /// `(make_enum, (bases, name, qualname, members, module, tracker_id), (attributes, None), ..., class_setstate)`.
 /// `members` comes from `__members__`, so aliases are kept.
 fn reduce_enum<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let members = PyDict::new(py);
-    for (name, member) in cls.getattr(intern!(py, "__members__"))?.call_method0("items")?.try_iter()?.map(|i| i.and_then(|i| i.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>())).collect::<PyResult<Vec<_>>>()? {
+    for (name, member) in cls
+        .getattr(intern!(py, "__members__"))?
+        .call_method0("items")?
+        .try_iter()?
+        .map(|i| i.and_then(|i| i.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>()))
+        .collect::<PyResult<Vec<_>>>()?
+    {
         members.set_item(ffi::intern(name), member.getattr(intern!(py, "_value_"))?)?;
     }
     let (attributes, _) = class_state(cls)?;
-    for name in ENUM_INTERNALS.iter().map(|n| PyString::new(py, n).into_any()).chain(members.keys().iter()) {
+    for name in ENUM_INTERNALS
+        .iter()
+        .map(|n| PyString::new(py, n).into_any())
+        .chain(members.keys().iter())
+    {
         if attributes.contains(&name)? {
             attributes.del_item(&name)?;
         }
@@ -308,13 +389,18 @@ fn init_subclass_definers<'py>(bases: &Bound<'py, PyTuple>) -> PyResult<Vec<Boun
     let py = bases.py();
     let mut definers: Vec<Bound<'py, PyType>> = Vec::new();
     for base in bases.iter() {
-        let Ok(base) = base.cast_into::<PyType>() else { continue };
+        let Ok(base) = base.cast_into::<PyType>() else {
+            continue;
+        };
         for klass in base.mro().iter() {
             let klass = klass.cast_into::<PyType>()?;
             if !ffi::is_heap_type(&klass) || definers.iter().any(|d| d.is(&klass)) {
                 continue;
             }
-            if klass.getattr(intern!(py, "__dict__"))?.contains(intern!(py, "__init_subclass__"))? {
+            if klass
+                .getattr(intern!(py, "__dict__"))?
+                .contains(intern!(py, "__init_subclass__"))?
+            {
                 definers.push(klass);
             }
         }
@@ -326,7 +412,14 @@ fn init_subclass_definers<'py>(bases: &Bound<'py, PyTuple>) -> PyResult<Vec<Boun
 fn quiet_init_subclass(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static QUIET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     QUIET
-        .get_or_try_init(py, || py.eval(c"classmethod(lambda cls, *args, **kwargs: None)", None, None).map(Bound::unbind))
+        .get_or_try_init(py, || {
+            py.eval(
+                c"classmethod(lambda cls, *args, **kwargs: None)",
+                None,
+                None,
+            )
+            .map(Bound::unbind)
+        })
         .map(|q| q.bind(py))
 }
 
@@ -385,23 +478,38 @@ pub fn make_class<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = name.py();
     if !metaclass.is_subclass(py.get_type::<PyType>().as_any())? {
-        return Err(PyTypeError::new_err("the metaclass must be a subclass of type"));
+        return Err(PyTypeError::new_err(
+            "the metaclass must be a subclass of type",
+        ));
     }
     if let Some(known) = registry::tracked(py, tracker_id.to_str()?) {
         return Ok(known);
     }
     let types = py.import("types")?;
-    let resolved = types.getattr("resolve_bases")?.call1((bases,))?.cast_into::<PyTuple>()?;
+    let resolved = types
+        .getattr("resolve_bases")?
+        .call1((bases,))?
+        .cast_into::<PyTuple>()?;
     let create = |namespace: &Bound<'py, PyDict>| -> PyResult<Bound<'py, PyAny>> {
         let kwds = PyDict::new(py);
         kwds.set_item("metaclass", metaclass)?;
-        let prepared = types.getattr("prepare_class")?.call1((name, &resolved, kwds))?.cast_into::<PyTuple>()?;
-        let (meta, ns, meta_kwds) = (prepared.get_item(0)?, prepared.get_item(1)?, prepared.get_item(2)?.cast_into::<PyDict>()?);
+        let prepared = types
+            .getattr("prepare_class")?
+            .call1((name, &resolved, kwds))?
+            .cast_into::<PyTuple>()?;
+        let (meta, ns, meta_kwds) = (
+            prepared.get_item(0)?,
+            prepared.get_item(1)?,
+            prepared.get_item(2)?.cast_into::<PyDict>()?,
+        );
         ns.call_method1(intern!(py, "update"), (namespace,))?;
         if !resolved.is(bases) {
             ns.set_item(intern!(py, "__orig_bases__"), bases)?;
         }
-        let args = PyTuple::new(py, [name.clone().into_any(), resolved.clone().into_any(), ns])?;
+        let args = PyTuple::new(
+            py,
+            [name.clone().into_any(), resolved.clone().into_any(), ns],
+        )?;
         match create_without_init_subclass(&meta, &args, &resolved)? {
             Some(cls) => Ok(cls),
             None => meta.call(args, Some(&meta_kwds)),
@@ -412,7 +520,10 @@ pub fn make_class<'py>(
         // A metaclass that refuses `__slots__` in a class body (NamedTuple's
         // raises AttributeError) gets the class made without it, as
         // cloudpickle makes every class.
-        Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) && namespace.contains(intern!(py, "__slots__"))? => {
+        Err(e)
+            if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
+                && namespace.contains(intern!(py, "__slots__"))? =>
+        {
             let without_slots = namespace.copy()?;
             without_slots.del_item(intern!(py, "__slots__"))?;
             create(&without_slots).map_err(|_| e)?
@@ -436,9 +547,19 @@ pub fn make_enum<'py>(
     if let Some(known) = registry::tracked(py, tracker_id.to_str()?) {
         return Ok(known);
     }
-    let last = bases.get_item(bases.len().checked_sub(1).ok_or_else(|| PyValueError::new_err("an enum needs a base"))?)?;
-    if !last.cast::<PyType>().is_ok_and(|b| b.is_subclass(statics::enum_class(py).expect("enum")).unwrap_or(false)) {
-        return Err(PyTypeError::new_err("an enum's last base must be an Enum class"));
+    let last = bases.get_item(
+        bases
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| PyValueError::new_err("an enum needs a base"))?,
+    )?;
+    if !last.cast::<PyType>().is_ok_and(|b| {
+        b.is_subclass(statics::enum_class(py).expect("enum"))
+            .unwrap_or(false)
+    }) {
+        return Err(PyTypeError::new_err(
+            "an enum's last base must be an Enum class",
+        ));
     }
     let metaclass = last.get_type();
     let classdict = metaclass.call_method1(intern!(py, "__prepare__"), (name, bases))?;
@@ -458,7 +579,9 @@ pub fn class_setstate(cls: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyR
     let py = cls.py();
     let cls = cls.cast::<PyType>()?;
     if state.len() != 2 {
-        return Err(PyValueError::new_err("class state must be (attributes, registry)"));
+        return Err(PyValueError::new_err(
+            "class state must be (attributes, registry)",
+        ));
     }
     let attributes = state.get_item(0)?.cast_into::<PyDict>()?;
     for (name, value) in attributes.iter() {

@@ -3,10 +3,10 @@
 
 use ahash::AHashMap;
 use parking_lot::Mutex;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyFrozenSet, PyList, PyString, PyTuple, PyWeakrefReference};
-use pyo3::intern;
 
 use crate::ffi;
 use crate::reconstruct::Reconstructors;
@@ -19,7 +19,9 @@ pub fn python_version(py: Python<'_>) -> &Bound<'_, PyTuple> {
     VERSION
         .get_or_init(py, || {
             let v = py.version_info();
-            PyTuple::new(py, [v.major, v.minor]).expect("small tuple").unbind()
+            PyTuple::new(py, [v.major, v.minor])
+                .expect("small tuple")
+                .unbind()
         })
         .bind(py)
 }
@@ -47,11 +49,18 @@ fn global_ops(py: Python<'_>) -> PyResult<&'static GlobalOps> {
 
 /// Names read, written or deleted as globals by `code`'s own instructions, in
 /// order of first use (a deterministic order, unlike a set's).
-fn walk_global_ops<'py>(code: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyString>>) -> PyResult<()> {
+fn walk_global_ops<'py>(
+    code: &Bound<'py, PyAny>,
+    out: &mut Vec<Bound<'py, PyString>>,
+) -> PyResult<()> {
     let py = code.py();
     let ops = global_ops(py)?;
-    let bytecode = code.getattr(intern!(py, "co_code"))?.cast_into::<PyBytes>()?;
-    let names = code.getattr(intern!(py, "co_names"))?.cast_into::<PyTuple>()?;
+    let bytecode = code
+        .getattr(intern!(py, "co_code"))?
+        .cast_into::<PyBytes>()?;
+    let names = code
+        .getattr(intern!(py, "co_names"))?
+        .cast_into::<PyTuple>()?;
     let mut extended: usize = 0;
     for unit in bytecode.as_bytes().chunks_exact(2) {
         let (op, arg) = (unit[0], unit[1] as usize | extended);
@@ -60,7 +69,11 @@ fn walk_global_ops<'py>(code: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyStr
             continue;
         }
         // From 3.11 the low bit of LOAD_GLOBAL's argument is a "push NULL" flag.
-        let index = if cfg!(Py_3_11) && op == ops.load { arg >> 1 } else { arg };
+        let index = if cfg!(Py_3_11) && op == ops.load {
+            arg >> 1
+        } else {
+            arg
+        };
         if let Ok(name) = names.get_item(index) {
             let name = name.cast_into::<PyString>()?;
             if !out.iter().any(|seen| seen.is(&name)) {
@@ -76,11 +89,18 @@ fn extract_global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     let mut names = Vec::new();
     walk_global_ops(code, &mut names)?;
     // A nested `def` or lambda is a code constant; its globals count as ours.
-    for constant in code.getattr(intern!(py, "co_consts"))?.cast_into::<PyTuple>()?.iter() {
+    for constant in code
+        .getattr(intern!(py, "co_consts"))?
+        .cast_into::<PyTuple>()?
+        .iter()
+    {
         if ffi::is_code(&constant) {
             for name in global_names(&constant)?.iter() {
                 let name = name.cast_into::<PyString>()?;
-                if !names.iter().any(|seen| PyAnyMethods::eq(seen.as_any(), &name).unwrap_or(false)) {
+                if !names
+                    .iter()
+                    .any(|seen| PyAnyMethods::eq(seen.as_any(), &name).unwrap_or(false))
+                {
                     names.push(name);
                 }
             }
@@ -111,10 +131,17 @@ fn cached<'py>(code: &Bound<'py, PyAny>, what: Derived) -> Option<Bound<'py, PyA
     let py = code.py();
     let guard = CACHE.lock();
     let entry = guard.as_ref()?.get(&(code.as_ptr() as usize))?;
-    if !entry.code.bind(py).upgrade().is_some_and(|live| live.is(code)) {
+    if !entry
+        .code
+        .bind(py)
+        .upgrade()
+        .is_some_and(|live| live.is(code))
+    {
         return None;
     }
-    entry.derived[what as usize].as_ref().map(|v| v.bind(py).clone())
+    entry.derived[what as usize]
+        .as_ref()
+        .map(|v| v.bind(py).clone())
 }
 
 fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -125,14 +152,32 @@ fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) ->
         let mut guard = CACHE.lock();
         let cache = guard.get_or_insert_with(AHashMap::new);
         let key = code.as_ptr() as usize;
-        let entry = cache.entry(key).or_insert_with(|| CacheEntry { code: weak.clone_ref(py), derived: [None, None] });
-        if !entry.code.bind(py).upgrade().is_some_and(|live| live.is(code)) {
-            stale.push(std::mem::replace(entry, CacheEntry { code: weak, derived: [None, None] }));
+        let entry = cache.entry(key).or_insert_with(|| CacheEntry {
+            code: weak.clone_ref(py),
+            derived: [None, None],
+        });
+        if !entry
+            .code
+            .bind(py)
+            .upgrade()
+            .is_some_and(|live| live.is(code))
+        {
+            stale.push(std::mem::replace(
+                entry,
+                CacheEntry {
+                    code: weak,
+                    derived: [None, None],
+                },
+            ));
         }
         entry.derived[what as usize] = Some(value.clone().unbind());
         let mut prune_at = PRUNE_AT.lock();
         if cache.len() >= *prune_at {
-            let dead: Vec<usize> = cache.iter().filter(|(_, e)| e.code.bind(py).upgrade().is_none()).map(|(k, _)| *k).collect();
+            let dead: Vec<usize> = cache
+                .iter()
+                .filter(|(_, e)| e.code.bind(py).upgrade().is_none())
+                .map(|(k, _)| *k)
+                .collect();
             stale.extend(dead.into_iter().filter_map(|k| cache.remove(&k)));
             *prune_at = (cache.len() * 2).max(1024);
         }
@@ -162,7 +207,13 @@ pub struct SortedFrozenSet {
 #[pymethods]
 impl SortedFrozenSet {
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, [py.get_type::<PyFrozenSet>().into_any(), PyTuple::new(py, [self.items.bind(py)])?.into_any()])
+        PyTuple::new(
+            py,
+            [
+                py.get_type::<PyFrozenSet>().into_any(),
+                PyTuple::new(py, [self.items.bind(py)])?.into_any(),
+            ],
+        )
     }
 }
 
@@ -170,7 +221,10 @@ fn sorted_frozenset<'py>(set: &Bound<'py, PyFrozenSet>) -> PyResult<Bound<'py, P
     let py = set.py();
     let mut keyed = Vec::with_capacity(set.len());
     for item in set.iter() {
-        let key = (item.get_type().qualname()?.to_string(), item.repr()?.to_string());
+        let key = (
+            item.get_type().qualname()?.to_string(),
+            item.repr()?.to_string(),
+        );
         keyed.push((key, item));
     }
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
@@ -195,7 +249,10 @@ fn deterministic_consts<'py>(consts: Bound<'py, PyTuple>) -> PyResult<Bound<'py,
 
 /// A new tuple of interned strings: identity inside a code object's name
 /// tuples then never depends on how the sender happened to build them.
-fn interned_tuple<'py>(code: &Bound<'py, PyAny>, attr: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+fn interned_tuple<'py>(
+    code: &Bound<'py, PyAny>,
+    attr: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
     let tuple = code.getattr(attr)?.cast_into::<PyTuple>()?;
     Ok(PyTuple::new(code.py(), tuple.iter().map(ffi::intern))?.into_any())
 }
@@ -240,15 +297,31 @@ pub fn reduce_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
     if let Some(reduced) = cached(code, Derived::Reduction) {
         return Ok(reduced);
     }
-    let args = PyTuple::new(py, [python_version(py).as_any().clone(), code_args(code)?.into_any()])?;
-    let reduced = PyTuple::new(py, [Reconstructors::get(py).make_code.bind(py).clone(), args.into_any()])?.into_any();
+    let args = PyTuple::new(
+        py,
+        [
+            python_version(py).as_any().clone(),
+            code_args(code)?.into_any(),
+        ],
+    )?;
+    let reduced = PyTuple::new(
+        py,
+        [
+            Reconstructors::get(py).make_code.bind(py).clone(),
+            args.into_any(),
+        ],
+    )?
+    .into_any();
     remember(code, Derived::Reduction, &reduced)?;
     Ok(reduced)
 }
 
 /// The load side of [`reduce_code`].
 #[pyfunction]
-pub fn make_code<'py>(version: &Bound<'py, PyAny>, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+pub fn make_code<'py>(
+    version: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = args.py();
     let here = python_version(py);
     if !version.eq(here)? {

@@ -16,7 +16,10 @@ const MODULE_ATTRS: [&str; 4] = ["__package__", "__name__", "__path__", "__file_
 
 /// A function importable by name goes by reference (NotImplemented lets the C
 /// pickler save it as a global); any other is rebuilt from its parts.
-pub fn reduce_function<'py>(pickler: &Bound<'py, PyAny>, func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub fn reduce_function<'py>(
+    pickler: &Bound<'py, PyAny>,
+    func: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     if lookup::function_or_class_by_reference(func)? {
         return Ok(func.py().NotImplemented().into_bound(func.py()));
     }
@@ -28,7 +31,10 @@ pub fn reduce_function<'py>(pickler: &Bound<'py, PyAny>, func: &Bound<'py, PyAny
 /// The closure holds the function's own cells: cells pickle as empty cells
 /// that are filled afterwards, so a cell shared by two closures stays shared
 /// and a self-referencing closure needs no second copy of the function.
-fn reduce_dynamic_function<'py>(pickler: &Bound<'py, PyAny>, func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+fn reduce_dynamic_function<'py>(
+    pickler: &Bound<'py, PyAny>,
+    func: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = func.py();
     let code = func.getattr(intern!(py, "__code__"))?;
     let globals = ffi::function_globals(func);
@@ -83,7 +89,9 @@ fn or_none<'py>(py: Python<'py>, value: Option<Bound<'py, PyAny>>) -> Bound<'py,
 /// code), or None for an empty dict or None. Anything else passes through.
 fn interned_keys(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
     let py = value.py();
-    let Ok(dict) = value.cast::<PyDict>() else { return Ok(value) };
+    let Ok(dict) = value.cast::<PyDict>() else {
+        return Ok(value);
+    };
     if dict.is_empty() {
         return Ok(py.None().into_bound(py));
     }
@@ -109,9 +117,14 @@ fn type_params<'py>(func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 /// The globals dict this function will get on load, shared by every function
 /// of the same `__globals__` pickled by this pickler (`pickler.globals_ref`,
 /// as in cloudpickle, keyed by `id(__globals__)`).
-fn shared_base_globals<'py>(pickler: &Bound<'py, PyAny>, globals: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+fn shared_base_globals<'py>(
+    pickler: &Bound<'py, PyAny>,
+    globals: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
     let py = pickler.py();
-    let instance_dict = pickler.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+    let instance_dict = pickler
+        .getattr(intern!(py, "__dict__"))?
+        .cast_into::<PyDict>()?;
     let refs = match instance_dict.get_item(intern!(py, "globals_ref"))? {
         Some(refs) => refs.cast_into::<PyDict>()?,
         None => {
@@ -135,7 +148,10 @@ fn shared_base_globals<'py>(pickler: &Bound<'py, PyAny>, globals: &Bound<'py, Py
 }
 
 /// `{name: value}` for the globals the code references that exist now.
-fn referenced_globals<'py>(code: &Bound<'py, PyAny>, globals: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+fn referenced_globals<'py>(
+    code: &Bound<'py, PyAny>,
+    globals: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
     let py = code.py();
     let subset = PyDict::new(py);
     for name in code::global_names(code)?.iter() {
@@ -157,7 +173,10 @@ fn imported_submodules<'py>(
     let py = code.py();
     let mut packages = Vec::new();
     let mut consider = |value: Bound<'py, PyAny>| -> PyResult<()> {
-        if value.is_instance_of::<PyModule>() && lookup::getattr_opt(&value, intern!(py, "__package__"))?.is_some_and(|p| p.is_truthy().unwrap_or(false)) {
+        if value.is_instance_of::<PyModule>()
+            && lookup::getattr_opt(&value, intern!(py, "__package__"))?
+                .is_some_and(|p| p.is_truthy().unwrap_or(false))
+        {
             packages.push(value.getattr(intern!(py, "__name__"))?.str()?.to_string());
         }
         Ok(())
@@ -173,16 +192,29 @@ fn imported_submodules<'py>(
     if packages.is_empty() {
         return Ok(py.None().into_bound(py));
     }
-    let co_names = code.getattr(intern!(py, "co_names"))?.cast_into::<PyTuple>()?;
+    let co_names = code
+        .getattr(intern!(py, "co_names"))?
+        .cast_into::<PyTuple>()?;
     let co_names: Vec<String> = co_names.iter().map(|n| n.to_string()).collect();
     let modules = lookup::sys_modules(py)?.copy()?;
     let mut found: Vec<(String, Bound<'py, PyAny>)> = Vec::new();
     for (name, module) in modules.iter() {
-        let Ok(name) = name.cast::<PyString>() else { continue };
+        let Ok(name) = name.cast::<PyString>() else {
+            continue;
+        };
         let name = name.to_str()?;
         for package in &packages {
-            let Some(rest) = name.strip_prefix(package.as_str()).and_then(|r| r.strip_prefix('.')) else { continue };
-            if rest.split('.').all(|token| co_names.iter().any(|n| n == token)) && !found.iter().any(|(n, _)| n == name) {
+            let Some(rest) = name
+                .strip_prefix(package.as_str())
+                .and_then(|r| r.strip_prefix('.'))
+            else {
+                continue;
+            };
+            if rest
+                .split('.')
+                .all(|token| co_names.iter().any(|n| n == token))
+                && !found.iter().any(|(n, _)| n == name)
+            {
                 found.push((name.to_owned(), module.clone()));
             }
         }

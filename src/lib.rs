@@ -25,7 +25,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pickler::dump, m)?)?;
     m.add_function(wrap_pyfunction!(registry::register_pickle_by_value, m)?)?;
     m.add_function(wrap_pyfunction!(registry::unregister_pickle_by_value, m)?)?;
-    m.add_function(wrap_pyfunction!(registry::list_registry_pickle_by_value, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        registry::list_registry_pickle_by_value,
+        m
+    )?)?;
     m.add("PYTHON_VERSION", code::python_version(py))?;
     Ok(())
 }

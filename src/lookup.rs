@@ -14,7 +14,10 @@ pub fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 }
 
 /// `getattr(obj, name, None)` that lets every error but AttributeError through.
-pub fn getattr_opt<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+pub fn getattr_opt<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     match obj.getattr(name) {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_instance_of::<PyAttributeError>(obj.py()) => Ok(None),
@@ -24,8 +27,13 @@ pub fn getattr_opt<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) ->
 
 /// Follows a dotted qualified name from `obj`; None where pickle's
 /// `_getattribute` raises AttributeError (a missing part or `<locals>`).
-pub fn getattribute<'py>(obj: &Bound<'py, PyAny>, dotted: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let Ok(dotted) = dotted.cast::<PyString>() else { return Ok(None) };
+pub fn getattribute<'py>(
+    obj: &Bound<'py, PyAny>,
+    dotted: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Ok(dotted) = dotted.cast::<PyString>() else {
+        return Ok(None);
+    };
     let mut current = obj.clone();
     for part in dotted.to_str()?.split('.') {
         if part == "<locals>" {
@@ -41,7 +49,10 @@ pub fn getattribute<'py>(obj: &Bound<'py, PyAny>, dotted: &Bound<'py, PyAny>) ->
 
 /// The name of the module `obj` belongs to: its `__module__`, else the first
 /// imported module (not `__main__`) where `name` leads to `obj`.
-pub fn whichmodule<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+pub fn whichmodule<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = obj.py();
     if let Some(module_name) = getattr_opt(obj, intern!(py, "__module__"))? {
         if !module_name.is_none() {
@@ -70,7 +81,9 @@ pub fn whichmodule<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyAny>) -> Py
 
 /// The importable module holding `obj` under its qualified name, or None
 /// when `obj` is dynamic (defined in `__main__`, locally, or not found).
-pub fn lookup_module_and_qualname<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+pub fn lookup_module_and_qualname<'py>(
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = obj.py();
     let name = match getattr_opt(obj, intern!(py, "__qualname__"))? {
         Some(n) if !n.is_none() => n,
@@ -80,14 +93,24 @@ pub fn lookup_module_and_qualname<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Opti
 }
 
 /// As [`lookup_module_and_qualname`], with the name to look up given.
-pub fn lookup_module_and_name<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+pub fn lookup_module_and_name<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = obj.py();
     let name = name.clone();
-    let Some(module_name) = whichmodule(obj, &name)? else { return Ok(None) };
-    if module_name.cast::<PyString>().is_ok_and(|n| n.to_str().is_ok_and(|s| s == "__main__")) {
+    let Some(module_name) = whichmodule(obj, &name)? else {
+        return Ok(None);
+    };
+    if module_name
+        .cast::<PyString>()
+        .is_ok_and(|n| n.to_str().is_ok_and(|s| s == "__main__"))
+    {
         return Ok(None);
     }
-    let Some(module) = sys_modules(py)?.get_item(&module_name)? else { return Ok(None) };
+    let Some(module) = sys_modules(py)?.get_item(&module_name)? else {
+        return Ok(None);
+    };
     if module.is_none() {
         return Ok(None);
     }

@@ -18,7 +18,10 @@ pub fn reduce_module<'py>(module: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
     }
     // The namespace goes in the state, after the module is memoized, so that
     // functions and objects inside may refer back to the module.
-    let namespace = module.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?.copy()?;
+    let namespace = module
+        .getattr(intern!(py, "__dict__"))?
+        .cast_into::<PyDict>()?
+        .copy()?;
     // Libraries may put unpicklable objects there; loading restores builtins.
     if namespace.contains(intern!(py, "__builtins__"))? {
         namespace.del_item(intern!(py, "__builtins__"))?;

@@ -46,7 +46,9 @@ static PICKLER: PyOnceLock<PicklerType> = PyOnceLock::new();
 
 impl PicklerType {
     fn get(py: Python<'_>) -> &PicklerType {
-        PICKLER.get(py).expect("the Pickler class is built when the module is imported")
+        PICKLER
+            .get(py)
+            .expect("the Pickler class is built when the module is imported")
     }
 }
 
@@ -141,7 +143,10 @@ fn kind_classes(py: Python<'_>) -> PyResult<Vec<(Bound<'_, PyAny>, Kind)>> {
 }
 
 /// `table[key]`, None on KeyError, for any mapping.
-fn mapping_get<'py>(table: &Bound<'py, PyAny>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+fn mapping_get<'py>(
+    table: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     match table.get_item(key) {
         Ok(value) => Ok(Some(value)),
         Err(e) if e.is_instance_of::<PyKeyError>(table.py()) => Ok(None),
@@ -151,7 +156,10 @@ fn mapping_get<'py>(table: &Bound<'py, PyAny>, key: &Bound<'py, PyAny>) -> PyRes
 
 /// `Pickler.reducer_override(obj)`: called by the C pickler for every object
 /// it does not write by itself (not for int, str, list, dict, ...).
-fn reducer_override<'py>(pickler: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+fn reducer_override<'py>(
+    pickler: &Bound<'py, PyAny>,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     let st = PicklerType::get(py);
     let kind = Kind::of(obj, st);
@@ -219,14 +227,20 @@ fn bind_init_args<'py>(
     for (key, value) in kwargs.into_iter().flat_map(|k| k.iter()) {
         let key = key.cast::<PyString>()?.to_str()?.to_owned();
         let Some(index) = INIT_PARAMS.iter().position(|p| *p == key) else {
-            return Err(PyTypeError::new_err(format!("__init__() got an unexpected keyword argument '{key}'")));
+            return Err(PyTypeError::new_err(format!(
+                "__init__() got an unexpected keyword argument '{key}'"
+            )));
         };
         if bound[index].replace(value).is_some() {
-            return Err(PyTypeError::new_err(format!("__init__() got multiple values for argument '{key}'")));
+            return Err(PyTypeError::new_err(format!(
+                "__init__() got multiple values for argument '{key}'"
+            )));
         }
     }
     if bound[0].is_none() {
-        return Err(PyTypeError::new_err("__init__() missing 1 required positional argument: 'file'"));
+        return Err(PyTypeError::new_err(
+            "__init__() missing 1 required positional argument: 'file'",
+        ));
     }
     Ok(bound)
 }
@@ -242,7 +256,9 @@ fn pickler_init<'py>(
     let st = PicklerType::get(py);
     let [file, protocol, buffer_callback] = bind_init_args(args, kwargs)?;
     let none = || py.None().into_bound(py);
-    let protocol = protocol.filter(|p| !p.is_none()).unwrap_or_else(|| st.highest_protocol.bind(py).clone());
+    let protocol = protocol
+        .filter(|p| !p.is_none())
+        .unwrap_or_else(|| st.highest_protocol.bind(py).clone());
     let base_args = PyTuple::new(
         py,
         [
@@ -255,8 +271,12 @@ fn pickler_init<'py>(
     ffi::call_base_init(st.base.bind(py), pickler, &base_args)?;
     // The base copied the class-level default table into the slot: empty the
     // slot again, the hook and the C fast path cover the default (see module doc).
-    if ffi::read_object_member(pickler, st.dispatch_offset).is_some_and(|t| t.is(st.default_table.bind(py))) {
-        st.dispatch_member.bind(py).call_method1(intern!(py, "__delete__"), (pickler,))?;
+    if ffi::read_object_member(pickler, st.dispatch_offset)
+        .is_some_and(|t| t.is(st.default_table.bind(py)))
+    {
+        st.dispatch_member
+            .bind(py)
+            .call_method1(intern!(py, "__delete__"), (pickler,))?;
     }
     Ok(none())
 }
@@ -265,9 +285,16 @@ const RECURSION_MESSAGE: &str = "Could not pickle object as excessively deep rec
 
 /// `Pickler.dump(obj)`: the C pickler's, with excessive recursion reported
 /// as `pickle.PicklingError`, as cloudpickle does.
-fn pickler_dump<'py>(pickler: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+fn pickler_dump<'py>(
+    pickler: &Bound<'py, PyAny>,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    match PicklerType::get(py).base_dump.bind(py).call1((pickler, obj)) {
+    match PicklerType::get(py)
+        .base_dump
+        .bind(py)
+        .call1((pickler, obj))
+    {
         Err(e) if e.is_instance_of::<PyRecursionError>(py) => {
             let err = PicklingError::new_err(RECURSION_MESSAGE);
             err.set_cause(py, Some(e));
@@ -296,7 +323,9 @@ impl DispatchTableDescriptor {
         _owner: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let st = PicklerType::get(py);
-        if let Some(instance) = instance.filter(|i| !i.is_none() && i.is_instance(st.cls.bind(py)).unwrap_or(false)) {
+        if let Some(instance) =
+            instance.filter(|i| !i.is_none() && i.is_instance(st.cls.bind(py)).unwrap_or(false))
+        {
             if let Some(table) = ffi::read_object_member(&instance, st.dispatch_offset) {
                 return Ok(table);
             }
@@ -304,7 +333,12 @@ impl DispatchTableDescriptor {
         Ok(st.default_table.bind(py).clone())
     }
 
-    fn __set__(&self, py: Python<'_>, instance: Bound<'_, PyAny>, table: Bound<'_, PyAny>) -> PyResult<()> {
+    fn __set__(
+        &self,
+        py: Python<'_>,
+        instance: Bound<'_, PyAny>,
+        table: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let member = PicklerType::get(py).dispatch_member.bind(py);
         member.call_method1(intern!(py, "__set__"), (instance, table))?;
         Ok(())
@@ -331,7 +365,8 @@ pub fn create_pickler_class<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyType>
     let dispatch_member = base.getattr("__dict__")?.get_item("dispatch_table")?;
     let dispatch_offset = ffi::object_member_offset(&dispatch_member, c"dispatch_table")?;
     let user_table = PyDict::new(py);
-    let default_table = statics::chain_map(py)?.call1((&user_table, statics::copyreg_dispatch_table(py)?))?;
+    let default_table =
+        statics::chain_map(py)?.call1((&user_table, statics::copyreg_dispatch_table(py)?))?;
 
     let namespace = PyDict::new(py);
     namespace.set_item("__module__", "cloudpickle_rs")?;
@@ -346,7 +381,10 @@ pub fn create_pickler_class<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyType>
     add_methods(&cls)?;
 
     let classes = kind_classes(py)?;
-    let kinds = classes.iter().map(|(cls, kind)| (addr(cls), *kind)).collect();
+    let kinds = classes
+        .iter()
+        .map(|(cls, kind)| (addr(cls), *kind))
+        .collect();
     let state = PicklerType {
         cls: cls.clone().unbind(),
         base_dump: base.getattr("dump")?.unbind(),
@@ -357,7 +395,10 @@ pub fn create_pickler_class<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyType>
         user_table: user_table.unbind(),
         highest_protocol: py.import("pickle")?.getattr("HIGHEST_PROTOCOL")?.unbind(),
         kinds,
-        base_exception_reduce: py.get_type::<pyo3::exceptions::PyBaseException>().getattr("__reduce__")?.unbind(),
+        base_exception_reduce: py
+            .get_type::<pyo3::exceptions::PyBaseException>()
+            .getattr("__reduce__")?
+            .unbind(),
         _kind_classes: classes.into_iter().map(|(cls, _)| cls.unbind()).collect(),
     };
     let _ = PICKLER.set(py, state);
@@ -367,8 +408,14 @@ pub fn create_pickler_class<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyType>
 fn add_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
     const REDUCER_DOC: &CStr = c"reducer_override(obj)\n--\n\nReduce functions, classes, code objects, cells, methods and modules as cloudpickle does; NotImplemented for everything else.";
     const INIT_DOC: &CStr = c"Initialize self. See help(type(self)) for accurate signature.";
-    const DUMP_DOC: &CStr = c"dump(obj)\n--\n\nWrite a pickled representation of obj to the open file.";
-    ffi::add_method(cls, c"reducer_override", REDUCER_DOC, MethodImpl::O(reducer_override_c))?;
+    const DUMP_DOC: &CStr =
+        c"dump(obj)\n--\n\nWrite a pickled representation of obj to the open file.";
+    ffi::add_method(
+        cls,
+        c"reducer_override",
+        REDUCER_DOC,
+        MethodImpl::O(reducer_override_c),
+    )?;
     ffi::add_method(cls, c"dump", DUMP_DOC, MethodImpl::O(dump_c))?;
     ffi::add_method(cls, c"__init__", INIT_DOC, MethodImpl::Varargs(init_c))?;
     Ok(())
@@ -380,7 +427,10 @@ fn new_pickler<'py>(
     protocol: Option<Bound<'py, PyAny>>,
     buffer_callback: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    PicklerType::get(py).cls.bind(py).call1((file, protocol, buffer_callback))
+    PicklerType::get(py)
+        .cls
+        .bind(py)
+        .call1((file, protocol, buffer_callback))
 }
 
 /// Serialize obj as bytes streamed into file (see cloudpickle.dump).

@@ -89,7 +89,9 @@ impl Reconstructors {
     }
 
     pub fn get(py: Python<'_>) -> &Reconstructors {
-        RECONSTRUCTORS.get(py).expect("reconstructors are registered when the module is imported")
+        RECONSTRUCTORS
+            .get(py)
+            .expect("reconstructors are registered when the module is imported")
     }
 }
 
@@ -103,7 +105,11 @@ fn check_closure(code: &Bound<'_, PyAny>, closure: Option<&Bound<'_, PyTuple>>) 
             "code object needs a closure of {freevars} cells, got {given}"
         )));
     }
-    if let Some(cell) = closure.into_iter().flat_map(|c| c.iter()).find(|c| !ffi::is_cell(c)) {
+    if let Some(cell) = closure
+        .into_iter()
+        .flat_map(|c| c.iter())
+        .find(|c| !ffi::is_cell(c))
+    {
         return Err(PyTypeError::new_err(format!(
             "closure items must be cells, not {}",
             cell.get_type().name()?
@@ -125,7 +131,10 @@ pub fn make_function<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = code.py();
     if !ffi::is_code(code) {
-        return Err(PyTypeError::new_err(format!("expected a code object, got {}", code.get_type().name()?)));
+        return Err(PyTypeError::new_err(format!(
+            "expected a code object, got {}",
+            code.get_type().name()?
+        )));
     }
     check_closure(code, closure)?;
     // Without `__builtins__`, 3.9 would give the function a bare builtins namespace.
@@ -153,7 +162,10 @@ pub const FUNCTION_STATE_LEN: usize = 9;
 pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyResult<()> {
     let py = func.py();
     if !ffi::is_function(func) {
-        return Err(PyTypeError::new_err(format!("expected a function, got {}", func.get_type().name()?)));
+        return Err(PyTypeError::new_err(format!(
+            "expected a function, got {}",
+            func.get_type().name()?
+        )));
     }
     if state.len() != FUNCTION_STATE_LEN {
         return Err(PyValueError::new_err(format!(
@@ -175,7 +187,9 @@ pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) ->
     let attributes = item(4)?;
     if !attributes.is_none() {
         let attributes = attributes.cast::<PyDict>()?;
-        func.getattr(intern!(py, "__dict__"))?.cast::<PyDict>()?.update(attributes.as_mapping())?;
+        func.getattr(intern!(py, "__dict__"))?
+            .cast::<PyDict>()?
+            .update(attributes.as_mapping())?;
     }
     func.setattr(intern!(py, "__module__"), item(5)?)?;
     func.setattr(intern!(py, "__doc__"), item(6)?)?;
@@ -190,11 +204,16 @@ pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) ->
 /// `make_cell()` is an empty cell; `make_cell(value)` a cell holding `value`.
 #[pyfunction]
 #[pyo3(signature = (*contents))]
-pub fn make_cell<'py>(py: Python<'py>, contents: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+pub fn make_cell<'py>(
+    py: Python<'py>,
+    contents: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
     match contents.len() {
         0 => ffi::new_cell(py, None),
         1 => ffi::new_cell(py, Some(&contents.get_item(0)?)),
-        n => Err(PyTypeError::new_err(format!("make_cell takes at most 1 argument ({n} given)"))),
+        n => Err(PyTypeError::new_err(format!(
+            "make_cell takes at most 1 argument ({n} given)"
+        ))),
     }
 }
 
@@ -206,7 +225,10 @@ pub fn cell_set(cell: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<(
 
 /// A bound method, as `types.MethodType(func, obj)`.
 #[pyfunction]
-pub fn make_method<'py>(func: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub fn make_method<'py>(
+    func: &Bound<'py, PyAny>,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     statics::method_type(func.py())?.call1((func, obj))
 }
 
@@ -216,7 +238,9 @@ pub fn make_method<'py>(func: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> Py
 pub fn subimport<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
     let py = name.py();
     let imported = py.import(name)?;
-    Ok(lookup::sys_modules(py)?.get_item(name)?.unwrap_or_else(|| imported.into_any()))
+    Ok(lookup::sys_modules(py)?
+        .get_item(name)?
+        .unwrap_or_else(|| imported.into_any()))
 }
 
 /// An empty module of the given name; its namespace arrives through [`module_setstate`].
@@ -234,7 +258,9 @@ pub fn module_setstate(module: &Bound<'_, PyAny>, namespace: &Bound<'_, PyDict>)
     let py = module.py();
     let module = module.cast::<PyModule>()?;
     module.dict().update(namespace.as_mapping())?;
-    module.dict().set_item(intern!(py, "__builtins__"), statics::builtins_dict(py)?)?;
+    module
+        .dict()
+        .set_item(intern!(py, "__builtins__"), statics::builtins_dict(py)?)?;
     Ok(())
 }
 
@@ -247,7 +273,9 @@ pub fn builtin_type<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyA
     }
     match lookup::getattr_opt(&py.import("types")?.into_any(), name)? {
         Some(cls) if cls.is_instance_of::<PyType>() => Ok(cls),
-        _ => Err(PyValueError::new_err(format!("types has no class named {name}"))),
+        _ => Err(PyValueError::new_err(format!(
+            "types has no class named {name}"
+        ))),
     }
 }
 
@@ -255,7 +283,9 @@ pub fn builtin_type<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyA
 pub fn is_type_parameter_class(cls: &Bound<'_, PyAny>) -> PyResult<bool> {
     let typing = cls.py().import("typing")?;
     for name in ["TypeVar", "ParamSpec", "TypeVarTuple"] {
-        if lookup::getattr_opt(&typing.clone().into_any(), &PyString::new(cls.py(), name))?.is_some_and(|c| c.is(cls)) {
+        if lookup::getattr_opt(&typing.clone().into_any(), &PyString::new(cls.py(), name))?
+            .is_some_and(|c| c.is(cls))
+        {
             return Ok(true);
         }
     }
@@ -273,7 +303,9 @@ pub fn make_type_parameter<'py>(
     tracker_id: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
     if !is_type_parameter_class(cls)? {
-        return Err(PyTypeError::new_err("expected typing.TypeVar, ParamSpec or TypeVarTuple"));
+        return Err(PyTypeError::new_err(
+            "expected typing.TypeVar, ParamSpec or TypeVarTuple",
+        ));
     }
     let mut args = vec![name.clone().into_any()];
     args.extend(constraints.iter());
@@ -283,17 +315,36 @@ pub fn make_type_parameter<'py>(
 
 /// `vars(owner)[name]`: a descriptor as stored on its class.
 #[pyfunction]
-pub fn class_dict_item<'py>(owner: &Bound<'py, PyType>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-    let found = owner.getattr(intern!(owner.py(), "__dict__"))?.cast_into::<pyo3::types::PyMapping>()?.get_item(name);
-    found.map_err(|_| PyValueError::new_err(format!("{} has no attribute {name} of its own", owner.name().map(|n| n.to_string()).unwrap_or_default())))
+pub fn class_dict_item<'py>(
+    owner: &Bound<'py, PyType>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let found = owner
+        .getattr(intern!(owner.py(), "__dict__"))?
+        .cast_into::<pyo3::types::PyMapping>()?
+        .get_item(name);
+    found.map_err(|_| {
+        PyValueError::new_err(format!(
+            "{} has no attribute {name} of its own",
+            owner.name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })
 }
 
 /// A dict view over `contents` (a list of keys or values, or a dict of
 /// items), of a plain dict or, when `ordered`, of an OrderedDict.
 #[pyfunction]
-pub fn make_dict_view<'py>(kind: &str, contents: &Bound<'py, PyAny>, ordered: bool) -> PyResult<Bound<'py, PyAny>> {
+pub fn make_dict_view<'py>(
+    kind: &str,
+    contents: &Bound<'py, PyAny>,
+    ordered: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = contents.py();
-    let mapping = if ordered { statics::ordered_dict(py)?.call0()? } else { PyDict::new(py).into_any() };
+    let mapping = if ordered {
+        statics::ordered_dict(py)?.call0()?
+    } else {
+        PyDict::new(py).into_any()
+    };
     match kind {
         "keys" => {
             for key in contents.cast::<pyo3::types::PyList>()?.iter() {
@@ -308,7 +359,11 @@ pub fn make_dict_view<'py>(kind: &str, contents: &Bound<'py, PyAny>, ordered: bo
         "items" => {
             mapping.call_method1(intern!(py, "update"), (contents.cast::<PyDict>()?,))?;
         }
-        other => return Err(PyValueError::new_err(format!("unknown dict view kind {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown dict view kind {other:?}"
+            )))
+        }
     }
     mapping.call_method0(kind)
 }
@@ -324,17 +379,27 @@ pub fn dataclass_field_type<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<
             return Ok(sentinel);
         }
     }
-    Err(PyValueError::new_err(format!("no dataclass field type named {name}")))
+    Err(PyValueError::new_err(format!(
+        "no dataclass field type named {name}"
+    )))
 }
 
 /// An exception of class `cls` with these `args`, without running `__init__`.
 #[pyfunction]
-pub fn make_exception<'py>(cls: &Bound<'py, PyType>, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+pub fn make_exception<'py>(
+    cls: &Bound<'py, PyType>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     if !cls.is_subclass(&py.get_type::<pyo3::exceptions::PyBaseException>())? {
-        return Err(PyTypeError::new_err(format!("{} is not an exception class", cls.name()?)));
+        return Err(PyTypeError::new_err(format!(
+            "{} is not an exception class",
+            cls.name()?
+        )));
     }
-    let new = py.get_type::<pyo3::exceptions::PyBaseException>().getattr(intern!(py, "__new__"))?;
+    let new = py
+        .get_type::<pyo3::exceptions::PyBaseException>()
+        .getattr(intern!(py, "__new__"))?;
     let mut call_args = vec![cls.clone().into_any()];
     call_args.extend(args.iter());
     let exc = new.call1(PyTuple::new(py, call_args)?)?;

@@ -18,7 +18,9 @@ pub fn is_registered(module_name: &str) -> bool {
         return false;
     }
     let guard = BY_VALUE.read();
-    let Some(names) = guard.as_ref() else { return false };
+    let Some(names) = guard.as_ref() else {
+        return false;
+    };
     let mut name = module_name;
     loop {
         if names.contains(name) {
@@ -38,7 +40,9 @@ fn module_name(module: &Bound<'_, PyAny>) -> PyResult<String> {
             module.str()?
         )));
     }
-    module.getattr(pyo3::intern!(module.py(), "__name__"))?.extract()
+    module
+        .getattr(pyo3::intern!(module.py(), "__name__"))?
+        .extract()
 }
 
 /// Register a module so that its functions and classes are pickled by value.
@@ -52,7 +56,10 @@ pub fn register_pickle_by_value(module: &Bound<'_, PyAny>) -> PyResult<()> {
             module.str()?
         )));
     }
-    BY_VALUE.write().get_or_insert_with(AHashSet::new).insert(name);
+    BY_VALUE
+        .write()
+        .get_or_insert_with(AHashSet::new)
+        .insert(name);
     ANY_REGISTERED.store(true, Ordering::Release);
     Ok(())
 }
@@ -117,15 +124,24 @@ fn alive<'py>(py: Python<'py>, weak: &Py<PyWeakrefReference>) -> Option<Bound<'p
 impl Tracker {
     fn id_of(&self, obj: &Bound<'_, PyAny>) -> Option<String> {
         let entry = self.by_object.get(&(obj.as_ptr() as usize))?;
-        alive(obj.py(), &entry.object).filter(|o| o.is(obj)).map(|_| entry.id.clone())
+        alive(obj.py(), &entry.object)
+            .filter(|o| o.is(obj))
+            .map(|_| entry.id.clone())
     }
 
     /// Records `obj` (whose weak reference the caller made before taking the
     /// lock: allocating may collect garbage and run Python code, which must
     /// not happen while the lock is held).
-    fn track(&mut self, py: Python<'_>, obj: &Bound<'_, PyAny>, weak: Py<PyWeakrefReference>, id: String) {
+    fn track(
+        &mut self,
+        py: Python<'_>,
+        obj: &Bound<'_, PyAny>,
+        weak: Py<PyWeakrefReference>,
+        id: String,
+    ) {
         self.by_id.insert(id.clone(), weak.clone_ref(py));
-        self.by_object.insert(obj.as_ptr() as usize, Tracked { object: weak, id });
+        self.by_object
+            .insert(obj.as_ptr() as usize, Tracked { object: weak, id });
         if self.by_object.len() % 1024 == 0 {
             self.by_object.retain(|_, t| alive(py, &t.object).is_some());
             self.by_id.retain(|_, w| alive(py, w).is_some());
@@ -145,7 +161,12 @@ pub fn tracker_id_for(obj: &Bound<'_, PyAny>, base: &str) -> PyResult<String> {
     }
     let mut id = base.to_owned();
     let mut n = 1;
-    while tracker.by_id.get(&id).and_then(|w| alive(py, w)).is_some_and(|o| !o.is(obj)) {
+    while tracker
+        .by_id
+        .get(&id)
+        .and_then(|w| alive(py, w))
+        .is_some_and(|o| !o.is(obj))
+    {
         n += 1;
         id.clear();
         let _ = write!(id, "{base}-{n}");

@@ -55,7 +55,10 @@ pub fn reduce_method<'py>(method: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
     let py = method.py();
     let args = PyTuple::new(
         py,
-        [method.getattr(intern!(py, "__func__"))?, method.getattr(intern!(py, "__self__"))?],
+        [
+            method.getattr(intern!(py, "__func__"))?,
+            method.getattr(intern!(py, "__self__"))?,
+        ],
     )?;
     reduce(&Reconstructors::get(py).make_method, args)
 }
@@ -83,11 +86,15 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
         .unwrap_or_else(|| PyTuple::empty(py).into_any());
     let kwargs = PyDict::new(py);
     for flag in ["__covariant__", "__contravariant__", "__infer_variance__"] {
-        if lookup::getattr_opt(param, &PyString::new(py, flag))?.is_some_and(|v| v.is_truthy().unwrap_or(false)) {
+        if lookup::getattr_opt(param, &PyString::new(py, flag))?
+            .is_some_and(|v| v.is_truthy().unwrap_or(false))
+        {
             kwargs.set_item(flag.trim_matches('_'), true)?;
         }
     }
-    if let Some(bound) = lookup::getattr_opt(param, intern!(py, "__bound__"))?.filter(|b| !b.is_none()) {
+    if let Some(bound) =
+        lookup::getattr_opt(param, intern!(py, "__bound__"))?.filter(|b| !b.is_none())
+    {
         kwargs.set_item("bound", bound)?;
     }
     let has_default = match lookup::getattr_opt(param, intern!(py, "has_default"))? {
@@ -97,7 +104,9 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
     if has_default {
         kwargs.set_item("default", param.getattr(intern!(py, "__default__"))?)?;
     }
-    let module = lookup::getattr_opt(param, intern!(py, "__module__"))?.map(|m| m.str().map(|s| s.to_string())).transpose()?;
+    let module = lookup::getattr_opt(param, intern!(py, "__module__"))?
+        .map(|m| m.str().map(|s| s.to_string()))
+        .transpose()?;
     let definition = [
         param.get_type().qualname()?.to_string(),
         module.unwrap_or_default(),
@@ -109,7 +118,13 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
     let tracker_id = registry::tracker_id_for(param, &base_id)?;
     let args = PyTuple::new(
         py,
-        [param.get_type().into_any(), ffi::intern(name), constraints, kwargs.into_any(), PyString::new(py, &tracker_id).into_any()],
+        [
+            param.get_type().into_any(),
+            ffi::intern(name),
+            constraints,
+            kwargs.into_any(),
+            PyString::new(py, &tracker_id).into_any(),
+        ],
     )?;
     reduce(&Reconstructors::get(py).make_type_parameter, args)
 }
@@ -134,7 +149,13 @@ pub fn reduce_property<'py>(prop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
 /// `type.__dict__['__dict__']`).
 pub fn reduce_getset_descriptor<'py>(descr: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = descr.py();
-    let args = PyTuple::new(py, [descr.getattr(intern!(py, "__objclass__"))?, descr.getattr(intern!(py, "__name__"))?])?;
+    let args = PyTuple::new(
+        py,
+        [
+            descr.getattr(intern!(py, "__objclass__"))?,
+            descr.getattr(intern!(py, "__name__"))?,
+        ],
+    )?;
     reduce(&Reconstructors::get(py).class_dict_item, args)
 }
 
@@ -143,28 +164,57 @@ pub fn reduce_mappingproxy<'py>(proxy: &Bound<'py, PyAny>) -> PyResult<Bound<'py
     let py = proxy.py();
     let copy = PyDict::new(py);
     copy.update(proxy.cast::<pyo3::types::PyMapping>()?)?;
-    Ok(PyTuple::new(py, [proxy.get_type().into_any(), PyTuple::new(py, [copy])?.into_any()])?.into_any())
+    Ok(PyTuple::new(
+        py,
+        [
+            proxy.get_type().into_any(),
+            PyTuple::new(py, [copy])?.into_any(),
+        ],
+    )?
+    .into_any())
 }
 
 /// `bytes(view.tobytes())`, as cloudpickle.
 pub fn reduce_memoryview<'py>(view: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = view.py();
     let data = view.call_method0(intern!(py, "tobytes"))?;
-    Ok(PyTuple::new(py, [py.get_type::<PyBytes>().into_any(), PyTuple::new(py, [data])?.into_any()])?.into_any())
+    Ok(PyTuple::new(
+        py,
+        [
+            py.get_type::<PyBytes>().into_any(),
+            PyTuple::new(py, [data])?.into_any(),
+        ],
+    )?
+    .into_any())
 }
 
 /// `WeakSet(list(ws))`.
 pub fn reduce_weakset<'py>(set: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = set.py();
     let items = pyo3::types::PyList::new(py, set.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
-    Ok(PyTuple::new(py, [crate::statics::weak_set(py)?.clone(), PyTuple::new(py, [items])?.into_any()])?.into_any())
+    Ok(PyTuple::new(
+        py,
+        [
+            crate::statics::weak_set(py)?.clone(),
+            PyTuple::new(py, [items])?.into_any(),
+        ],
+    )?
+    .into_any())
 }
 
 /// A logger by name (`logging.getLogger(name)`); the root logger as `getLogger()`.
 pub fn reduce_logger<'py>(logger: &Bound<'py, PyAny>, root: bool) -> PyResult<Bound<'py, PyAny>> {
     let py = logger.py();
-    let args = if root { PyTuple::empty(py) } else { PyTuple::new(py, [logger.getattr(intern!(py, "name"))?])? };
-    Ok(PyTuple::new(py, [crate::statics::get_logger(py)?.clone(), args.into_any()])?.into_any())
+    let args = if root {
+        PyTuple::empty(py)
+    } else {
+        PyTuple::new(py, [logger.getattr(intern!(py, "name"))?])?
+    };
+    Ok(PyTuple::new(
+        py,
+        [crate::statics::get_logger(py)?.clone(), args.into_any()],
+    )?
+    .into_any())
 }
 
 /// The dict views cloudpickle handles, plain and OrderedDict's.
@@ -185,16 +235,32 @@ impl DictView {
     }
 
     fn ordered(self) -> bool {
-        matches!(self, DictView::Keys { ordered: true } | DictView::Values { ordered: true } | DictView::Items { ordered: true })
+        matches!(
+            self,
+            DictView::Keys { ordered: true }
+                | DictView::Values { ordered: true }
+                | DictView::Items { ordered: true }
+        )
     }
 }
 
 pub fn dict_view_classes(py: Python<'_>) -> PyResult<Vec<(DictView, Bound<'_, PyAny>)>> {
     let mut found = Vec::new();
     for ordered in [false, true] {
-        let sample = if ordered { crate::statics::ordered_dict(py)?.call0()? } else { PyDict::new(py).into_any() };
-        for view in [DictView::Keys { ordered }, DictView::Values { ordered }, DictView::Items { ordered }] {
-            found.push((view, sample.call_method0(view.name())?.get_type().into_any()));
+        let sample = if ordered {
+            crate::statics::ordered_dict(py)?.call0()?
+        } else {
+            PyDict::new(py).into_any()
+        };
+        for view in [
+            DictView::Keys { ordered },
+            DictView::Values { ordered },
+            DictView::Items { ordered },
+        ] {
+            found.push((
+                view,
+                sample.call_method0(view.name())?.get_type().into_any(),
+            ));
         }
     }
     Ok(found)
@@ -202,7 +268,10 @@ pub fn dict_view_classes(py: Python<'_>) -> PyResult<Vec<(DictView, Bound<'_, Py
 
 /// Only the view's own contents travel (not the rest of the dict behind it):
 /// `make_dict_view(kind, contents, ordered)`.
-pub fn reduce_dict_view<'py>(view: &Bound<'py, PyAny>, kind: DictView) -> PyResult<Bound<'py, PyAny>> {
+pub fn reduce_dict_view<'py>(
+    view: &Bound<'py, PyAny>,
+    kind: DictView,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = view.py();
     let contents = match kind {
         DictView::Items { .. } => {
@@ -213,31 +282,53 @@ pub fn reduce_dict_view<'py>(view: &Bound<'py, PyAny>, kind: DictView) -> PyResu
             }
             d.into_any()
         }
-        _ => pyo3::types::PyList::new(py, view.try_iter()?.collect::<PyResult<Vec<_>>>()?)?.into_any(),
+        _ => pyo3::types::PyList::new(py, view.try_iter()?.collect::<PyResult<Vec<_>>>()?)?
+            .into_any(),
     };
     let args = PyTuple::new(
         py,
-        [PyString::new(py, kind.name()).into_any(), contents, PyBool::new(py, kind.ordered()).to_owned().into_any()],
+        [
+            PyString::new(py, kind.name()).into_any(),
+            contents,
+            PyBool::new(py, kind.ordered()).to_owned().into_any(),
+        ],
     )?;
     reduce(&Reconstructors::get(py).make_dict_view, args)
 }
 
 /// `dataclasses._FIELD`, `_FIELD_CLASSVAR`, `_FIELD_INITVAR`: the receiver's own
 /// sentinels, by name, so that `dataclasses.fields()` keeps working.
-pub fn reduce_dataclass_field_type<'py>(sentinel: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub fn reduce_dataclass_field_type<'py>(
+    sentinel: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = sentinel.py();
-    reduce(&Reconstructors::get(py).dataclass_field_type, PyTuple::new(py, [sentinel.getattr(intern!(py, "name"))?])?)
+    reduce(
+        &Reconstructors::get(py).dataclass_field_type,
+        PyTuple::new(py, [sentinel.getattr(intern!(py, "name"))?])?,
+    )
 }
 
 /// `dataclasses.MISSING` and `dataclasses.KW_ONLY` by reference, so that
 /// `is MISSING` holds after loading.
-pub fn reduce_dataclass_singleton<'py>(singleton: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub fn reduce_dataclass_singleton<'py>(
+    singleton: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = singleton.py();
     let dataclasses = py.import("dataclasses")?;
     for name in ["MISSING", "KW_ONLY"] {
         if dataclasses.getattr(name).is_ok_and(|s| s.is(singleton)) {
-            let args = PyTuple::new(py, [dataclasses.into_any(), PyString::new(py, name).into_any()])?;
-            return Ok(PyTuple::new(py, [crate::statics::builtin_getattr(py)?.clone(), args.into_any()])?.into_any());
+            let args = PyTuple::new(
+                py,
+                [dataclasses.into_any(), PyString::new(py, name).into_any()],
+            )?;
+            return Ok(PyTuple::new(
+                py,
+                [
+                    crate::statics::builtin_getattr(py)?.clone(),
+                    args.into_any(),
+                ],
+            )?
+            .into_any());
         }
     }
     Ok(py.NotImplemented().into_bound(py))
@@ -251,8 +342,18 @@ pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     let sys = py.import("sys")?;
     for stream in ["stdout", "stderr"] {
         if sys.getattr(stream)?.is(file) {
-            let args = PyTuple::new(py, [sys.clone().into_any(), PyString::new(py, stream).into_any()])?;
-            return Ok(PyTuple::new(py, [crate::statics::builtin_getattr(py)?.clone(), args.into_any()])?.into_any());
+            let args = PyTuple::new(
+                py,
+                [sys.clone().into_any(), PyString::new(py, stream).into_any()],
+            )?;
+            return Ok(PyTuple::new(
+                py,
+                [
+                    crate::statics::builtin_getattr(py)?.clone(),
+                    args.into_any(),
+                ],
+            )?
+            .into_any());
         }
     }
     let (Some(name), Some(mode)) = (
@@ -267,12 +368,17 @@ pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     if file.getattr(intern!(py, "closed"))?.is_truthy()? {
         return fail("Cannot pickle closed files".into());
     }
-    if file.call_method0(intern!(py, "isatty")).is_ok_and(|t| t.is_truthy().unwrap_or(false)) {
+    if file
+        .call_method0(intern!(py, "isatty"))
+        .is_ok_and(|t| t.is_truthy().unwrap_or(false))
+    {
         return fail("Cannot pickle files that map to tty objects".into());
     }
     let mode_text = mode.str()?.to_string();
     if !mode_text.contains('r') && !mode_text.contains('+') {
-        return fail(format!("Cannot pickle files that are not opened for reading: {mode_text}"));
+        return fail(format!(
+            "Cannot pickle files that are not opened for reading: {mode_text}"
+        ));
     }
     let read = || -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         let position = file.call_method0(intern!(py, "tell"))?;
@@ -284,7 +390,9 @@ pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     let (position, contents) = match read() {
         Ok(read) => read,
         Err(e) if e.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
-            let err = crate::statics::PicklingError::new_err(format!("Cannot pickle file {name} as it cannot be read"));
+            let err = crate::statics::PicklingError::new_err(format!(
+                "Cannot pickle file {name} as it cannot be read"
+            ));
             err.set_cause(py, Some(e));
             return Err(err);
         }
@@ -294,19 +402,39 @@ pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     copy.call_method1(intern!(py, "write"), (contents,))?;
     copy.call_method1(intern!(py, "seek"), (position,))?;
     copy.setattr(intern!(py, "name"), name)?;
-    reduce(&Reconstructors::get(py).make_text_file, PyTuple::new(py, [copy])?)
+    reduce(
+        &Reconstructors::get(py).make_text_file,
+        PyTuple::new(py, [copy])?,
+    )
 }
 
 /// A user-defined exception whose class keeps `BaseException.__reduce__`:
 /// rebuilt from its class and `args` without calling `__init__` (which may
 /// need more arguments than `args` holds), then its `__dict__`.
-pub fn reduce_exception<'py>(exc: &Bound<'py, PyAny>, base_reduce: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+pub fn reduce_exception<'py>(
+    exc: &Bound<'py, PyAny>,
+    base_reduce: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = exc.py();
-    if !exc.get_type().getattr(intern!(py, "__reduce__"))?.is(base_reduce) {
+    if !exc
+        .get_type()
+        .getattr(intern!(py, "__reduce__"))?
+        .is(base_reduce)
+    {
         return Ok(None);
     }
-    let args = PyTuple::new(py, [exc.get_type().into_any(), exc.getattr(intern!(py, "args"))?])?;
-    let state = lookup::getattr_opt(exc, intern!(py, "__dict__"))?.unwrap_or_else(|| py.None().into_bound(py));
+    let args = PyTuple::new(
+        py,
+        [exc.get_type().into_any(), exc.getattr(intern!(py, "args"))?],
+    )?;
+    let state = lookup::getattr_opt(exc, intern!(py, "__dict__"))?
+        .unwrap_or_else(|| py.None().into_bound(py));
     let r = Reconstructors::get(py);
-    Ok(Some(PyTuple::new(py, [r.make_exception.bind(py).clone(), args.into_any(), state])?.into_any()))
+    Ok(Some(
+        PyTuple::new(
+            py,
+            [r.make_exception.bind(py).clone(), args.into_any(), state],
+        )?
+        .into_any(),
+    ))
 }

@@ -26,7 +26,9 @@ pub fn object_member_offset(descr: &Bound<'_, PyAny>, name: &CStr) -> PyResult<i
     let py = descr.py();
     let member_type = py.import("types")?.getattr("MemberDescriptorType")?;
     if !descr.get_type().is(&member_type) {
-        return Err(PySystemError::new_err(format!("{descr} is not a member descriptor")));
+        return Err(PySystemError::new_err(format!(
+            "{descr} is not a member descriptor"
+        )));
     }
     // SAFETY: `descr` was just checked to be a `member_descriptor`, whose C
     // struct is `MemberDescr`; the PyMemberDef it points to is static data of
@@ -35,7 +37,9 @@ pub fn object_member_offset(descr: &Bound<'_, PyAny>, name: &CStr) -> PyResult<i
     // SAFETY: a member descriptor's `name` is a NUL-terminated static string.
     let member_name = unsafe { CStr::from_ptr(member.name) };
     if member_name != name || member.type_code != T_OBJECT_EX || member.offset <= 0 {
-        return Err(PySystemError::new_err("unexpected layout of _pickle.Pickler"));
+        return Err(PySystemError::new_err(
+            "unexpected layout of _pickle.Pickler",
+        ));
     }
     Ok(member.offset)
 }
@@ -43,7 +47,10 @@ pub fn object_member_offset(descr: &Bound<'_, PyAny>, name: &CStr) -> PyResult<i
 /// Reads an object member at `offset` (found by [`object_member_offset`] on a
 /// base class of `obj`'s type). Returns a borrowed value, or None when unset.
 #[inline]
-pub fn read_object_member<'py>(obj: &Bound<'py, PyAny>, offset: isize) -> Option<Bound<'py, PyAny>> {
+pub fn read_object_member<'py>(
+    obj: &Bound<'py, PyAny>,
+    offset: isize,
+) -> Option<Bound<'py, PyAny>> {
     // SAFETY: the caller found `offset` on a base of type(obj) (the method
     // descriptors that call this check the receiver's type), so the slot holds
     // a PyObject* or NULL.
@@ -113,10 +120,19 @@ macro_rules! meth_varargs {
 
 /// # Safety
 /// `slf` and `arg` must be valid borrowed references, with the GIL held.
-pub unsafe fn call_meth_o(slf: *mut ffi::PyObject, arg: *mut ffi::PyObject, f: MethO) -> *mut ffi::PyObject {
+pub unsafe fn call_meth_o(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+    f: MethO,
+) -> *mut ffi::PyObject {
     trampoline(|py| {
         // SAFETY: guaranteed by the caller.
-        let (slf, arg) = unsafe { (Bound::from_borrowed_ptr(py, slf), Bound::from_borrowed_ptr(py, arg)) };
+        let (slf, arg) = unsafe {
+            (
+                Bound::from_borrowed_ptr(py, slf),
+                Bound::from_borrowed_ptr(py, arg),
+            )
+        };
         f(&slf, &arg).map(Bound::into_ptr)
     })
 }
@@ -136,7 +152,8 @@ pub unsafe fn call_meth_varargs(
             (
                 Bound::from_borrowed_ptr(py, slf),
                 Bound::from_borrowed_ptr(py, args).cast_into_unchecked::<PyTuple>(),
-                Bound::from_borrowed_ptr_or_opt(py, kwargs).map(|k| k.cast_into_unchecked::<PyDict>()),
+                Bound::from_borrowed_ptr_or_opt(py, kwargs)
+                    .map(|k| k.cast_into_unchecked::<PyDict>()),
             )
         };
         f(&slf, &args, kwargs.as_ref()).map(Bound::into_ptr)
@@ -147,17 +164,28 @@ pub unsafe fn call_meth_varargs(
 pub enum MethodImpl {
     O(unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject),
     Varargs(
-        unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject,
+        unsafe extern "C" fn(
+            *mut ffi::PyObject,
+            *mut ffi::PyObject,
+            *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject,
     ),
 }
 
 /// Attaches a real method descriptor (`PyDescr_NewMethod`) named `name` to
 /// `cls`: unlike a builtin function stored on a class, it binds `self`.
-pub fn add_method(cls: &Bound<'_, PyType>, name: &'static CStr, doc: &'static CStr, imp: MethodImpl) -> PyResult<()> {
+pub fn add_method(
+    cls: &Bound<'_, PyType>,
+    name: &'static CStr,
+    doc: &'static CStr,
+    imp: MethodImpl,
+) -> PyResult<()> {
     let (ml_meth, ml_flags) = match imp {
         MethodImpl::O(f) => (ffi::PyMethodDefPointer { PyCFunction: f }, ffi::METH_O),
         MethodImpl::Varargs(f) => (
-            ffi::PyMethodDefPointer { PyCFunctionWithKeywords: f },
+            ffi::PyMethodDefPointer {
+                PyCFunctionWithKeywords: f,
+            },
             ffi::METH_VARARGS | ffi::METH_KEYWORDS,
         ),
     };
@@ -171,13 +199,20 @@ pub fn add_method(cls: &Bound<'_, PyType>, name: &'static CStr, doc: &'static CS
     }));
     // SAFETY: `cls` is a live type object and `def` is 'static.
     let descr = unsafe {
-        Bound::from_owned_ptr_or_err(cls.py(), ffi::PyDescr_NewMethod(cls.as_ptr() as *mut ffi::PyTypeObject, def))?
+        Bound::from_owned_ptr_or_err(
+            cls.py(),
+            ffi::PyDescr_NewMethod(cls.as_ptr() as *mut ffi::PyTypeObject, def),
+        )?
     };
     cls.setattr(name.to_str().expect("ascii method name"), descr)
 }
 
 /// Calls the `tp_init` slot of `base` on `obj`, as `base.__init__(obj, *args)` would.
-pub fn call_base_init(base: &Bound<'_, PyType>, obj: &Bound<'_, PyAny>, args: &Bound<'_, PyTuple>) -> PyResult<()> {
+pub fn call_base_init(
+    base: &Bound<'_, PyType>,
+    obj: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+) -> PyResult<()> {
     // SAFETY: `base` is a live type object; reading its slot is plain data.
     let init = unsafe { (*(base.as_ptr() as *mut ffi::PyTypeObject)).tp_init };
     let init = init.ok_or_else(|| PySystemError::new_err("base type has no tp_init"))?;
@@ -214,7 +249,10 @@ pub fn is_heap_type(cls: &Bound<'_, PyType>) -> bool {
 pub fn function_globals<'py>(func: &Bound<'py, PyAny>) -> Bound<'py, PyDict> {
     debug_assert!(is_function(func));
     // SAFETY: `func` is a function object, whose globals is always a dict.
-    unsafe { Bound::from_borrowed_ptr(func.py(), ffi::PyFunction_GetGlobals(func.as_ptr())).cast_into_unchecked() }
+    unsafe {
+        Bound::from_borrowed_ptr(func.py(), ffi::PyFunction_GetGlobals(func.as_ptr()))
+            .cast_into_unchecked()
+    }
 }
 
 /// The function's `__closure__` tuple, or None.
@@ -253,11 +291,17 @@ pub fn set_function_closure(func: &Bound<'_, PyAny>, closure: &Bound<'_, PyTuple
         return Err(PyTypeError::new_err("expected a function"));
     }
     // SAFETY: `func` is a function and `closure` a tuple.
-    check(func.py(), unsafe { ffi::PyFunction_SetClosure(func.as_ptr(), closure.as_ptr()) })
+    check(func.py(), unsafe {
+        ffi::PyFunction_SetClosure(func.as_ptr(), closure.as_ptr())
+    })
 }
 
 /// Sets `__defaults__` (None or a tuple) or `__kwdefaults__` (None or a dict).
-pub fn set_function_defaults(func: &Bound<'_, PyAny>, defaults: &Bound<'_, PyAny>, keyword: bool) -> PyResult<()> {
+pub fn set_function_defaults(
+    func: &Bound<'_, PyAny>,
+    defaults: &Bound<'_, PyAny>,
+    keyword: bool,
+) -> PyResult<()> {
     let py = func.py();
     if !is_function(func) {
         return Err(PyTypeError::new_err("expected a function"));
@@ -272,15 +316,20 @@ pub fn set_function_defaults(func: &Bound<'_, PyAny>, defaults: &Bound<'_, PyAny
             ffi::PyFunction_SetDefaults(func.as_ptr(), value)
         }
     };
-    check(py, rc).map_err(|_| PyTypeError::new_err(if keyword {
-        "__kwdefaults__ must be None or a dict"
-    } else {
-        "__defaults__ must be None or a tuple"
-    }))
+    check(py, rc).map_err(|_| {
+        PyTypeError::new_err(if keyword {
+            "__kwdefaults__ must be None or a dict"
+        } else {
+            "__defaults__ must be None or a tuple"
+        })
+    })
 }
 
 /// Makes a new empty cell.
-pub fn new_cell<'py>(py: Python<'py>, contents: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+pub fn new_cell<'py>(
+    py: Python<'py>,
+    contents: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
     let value = contents.map_or(ptr::null_mut(), Bound::as_ptr);
     // SAFETY: `value` is a valid object or NULL (an empty cell).
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyCell_New(value)) }
@@ -300,7 +349,9 @@ pub fn set_cell(cell: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<(
         return Err(PyTypeError::new_err("expected a cell"));
     }
     // SAFETY: `cell` is a cell and `value` a valid object.
-    check(cell.py(), unsafe { ffi::PyCell_Set(cell.as_ptr(), value.as_ptr()) })
+    check(cell.py(), unsafe {
+        ffi::PyCell_Set(cell.as_ptr(), value.as_ptr())
+    })
 }
 
 /// `sys.modules`, as the import system sees it.
