@@ -59,7 +59,7 @@ fn reduce_dynamic_function<'py>(
             interned_keys(func.getattr(intern!(py, "__kwdefaults__"))?)?,
             interned_keys(func.getattr(intern!(py, "__annotations__"))?)?,
             interned_keys(func.getattr(intern!(py, "__dict__"))?)?,
-            func.getattr(intern!(py, "__module__"))?,
+            ffi::intern(func.getattr(intern!(py, "__module__"))?),
             func.getattr(intern!(py, "__doc__"))?,
             submodules,
             type_params(func)?,
