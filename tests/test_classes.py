@@ -5,43 +5,16 @@ pickles objects with cloudpickle_rs, and a RECEIVER fresh interpreter that
 lacks the sender's code, loads them with plain ``pickle`` and asserts.
 """
 
-import os
-import subprocess
 import sys
-import textwrap
 
 import pytest
 
-PY312 = sys.version_info >= (3, 12)
-
-
-def _run(src, stdin=None, env=None):
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(src)],
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"subprocess failed:\n{result.stderr.decode()}")
-    return result.stdout
-
-
-def pickle_in_main(sender, name="objs", env=None):
-    """Runs `sender` as __main__ and returns cloudpickle_rs.dumps(<name>)."""
-    footer = f"\nimport sys as _s, cloudpickle_rs as _c\n_s.stdout.buffer.write(_c.dumps({name}))\n"
-    return _run(textwrap.dedent(sender) + footer, env=env)
-
-
-def load_elsewhere(payload, receiver):
-    """Loads `payload` as `objs` in a fresh interpreter and runs `receiver`."""
-    header = "import pickle, sys\nobjs = pickle.loads(sys.stdin.buffer.read())\n"
-    return _run(header + textwrap.dedent(receiver) + "\nprint('ok')\n", stdin=payload).decode()
+from testutils import run_script, run_sender, send_and_receive, subprocess_loads
 
 
 def roundtrip(sender, receiver):
-    assert load_elsewhere(pickle_in_main(sender), receiver).strip().endswith("ok")
+    """Pickles `objs` in a __main__ sender; runs `receiver` where they load."""
+    send_and_receive(sender, receiver)
 
 
 def test_class_of_main_by_value_with_its_methods():
@@ -110,7 +83,7 @@ def test_class_of_module_registered_by_value(tmp_path):
         cloudpickle_rs.register_pickle_by_value(regpkg)
         objs = regpkg.Shape()
         """
-    assert "regpkg" not in load_elsewhere(pickle_in_main(sender), "assert objs.sides() == 4\nprint(sorted(sys.modules))")
+    assert "regpkg" not in subprocess_loads(run_sender(sender), "assert objs.sides() == 4\nprint(sorted(sys.modules))")
 
 
 def test_inheritance_super_and_nested_class_qualname():
@@ -143,15 +116,15 @@ def test_class_is_written_once_for_many_instances():
                 self.i = i
         objs = [Rec(i) for i in range(N)]
         """
-    one = pickle_in_main(sender.replace("N", "1"))
-    many = pickle_in_main(sender.replace("N", "2001"))
+    one = run_sender(sender.replace("N", "1"))
+    many = run_sender(sender.replace("N", "2001"))
     # Each further instance costs its own state (~10 bytes), never the class again.
     assert (len(many) - len(one)) / 2000 < 16
-    load_elsewhere(many, "assert len({type(r) for r in objs}) == 1 and objs[2000].i == 2000")
+    subprocess_loads(many, "assert len({type(r) for r in objs}) == 1 and objs[2000].i == 2000")
 
 
 def test_identity_two_pickles_of_one_class_load_as_one_class():
-    payload = pickle_in_main("class Thing:\n    pass\nobjs = (Thing, Thing())")
+    payload = run_sender("class Thing:\n    pass\nobjs = (Thing, Thing())")
     receiver = """
         import pickle, sys, threading
         data = sys.stdin.buffer.read()
@@ -167,7 +140,7 @@ def test_identity_two_pickles_of_one_class_load_as_one_class():
         assert all(r is first[0] for r in results)
         print("ok")
         """
-    assert _run(receiver, stdin=payload).decode().strip() == "ok"
+    assert run_script(receiver, input=payload).strip() == "ok"
 
 
 def test_distinct_live_classes_with_one_definition_stay_distinct():
@@ -329,14 +302,14 @@ def test_typing_constructs():
 
 
 def test_typevar_tracked_identity():
-    payload = pickle_in_main("import typing\nobjs = typing.TypeVar('U')")
-    _run(
+    payload = run_sender("import typing\nobjs = typing.TypeVar('U')")
+    run_script(
         """
         import pickle, sys
         data = sys.stdin.buffer.read()
         assert pickle.loads(data) is pickle.loads(data)
         """,
-        stdin=payload,
+        input=payload,
     )
 
 
@@ -446,7 +419,7 @@ def test_text_files(tmp_path):
         assert out is sys.stdout and err is sys.stderr
         """,
     )
-    out = _run(
+    out = run_script(
         f"""
         import pickle, cloudpickle_rs
         closed = open({str(path)!r}); closed.close()
@@ -457,7 +430,7 @@ def test_text_files(tmp_path):
             except pickle.PicklingError as e:
                 print(e)
         """
-    ).decode()
+    )
     assert "Cannot pickle closed files" in out
     assert "Cannot pickle files that are not opened for reading: w" in out
 
@@ -541,7 +514,7 @@ def test_dataclass_missing_is_the_receivers():
     )
 
 
-def test_deterministic_class_pickles_across_hash_seeds():
+def test_deterministic_class_pickles_across_hash_seeds(tmp_path):
     sender = """
         import enum, dataclasses
         class Base:
@@ -559,13 +532,14 @@ def test_deterministic_class_pickles_across_hash_seeds():
             a: int = 0
         objs = (A, A(), Color, DC)
         """
-    first = pickle_in_main(sender, env={"PYTHONHASHSEED": "1"})
-    second = pickle_in_main(sender, env={"PYTHONHASHSEED": "2"})
+    # One script path for both runs: `__file__` is part of what is pickled.
+    first = run_sender(sender, env={"PYTHONHASHSEED": "1"}, script_dir=str(tmp_path))
+    second = run_sender(sender, env={"PYTHONHASHSEED": "2"}, script_dir=str(tmp_path))
     assert first == second
 
 
 def test_module_subclass_in_sys_modules_by_reference():
-    payload = pickle_in_main(
+    payload = run_sender(
         """
         import sys, types
         class LazyModule(types.ModuleType):
@@ -575,8 +549,8 @@ def test_module_subclass_in_sys_modules_by_reference():
         objs = json
         """
     )
-    load_elsewhere(payload, "import json\nassert objs is json")
-    payload = pickle_in_main(
+    subprocess_loads(payload, "import json\nassert objs is json")
+    payload = run_sender(
         """
         import sys, types
         class Special(types.ModuleType):
