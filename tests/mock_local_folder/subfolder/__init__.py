@@ -1,0 +1,1 @@
+"""Subpackage of mock_local_folder."""

@@ -1,0 +1,226 @@
+"""Helpers for tests that pickle in one interpreter and load in another.
+
+The point of cloudpickle is that the *receiving* process does not have the
+sender's code: the functions of the sender's ``__main__``, its nested
+functions and lambdas, or a package only the sender can import. The helpers
+here therefore run each side in a fresh ``sys.executable`` subprocess:
+
+* :func:`run_sender` runs a script as ``__main__`` that ends by writing
+  ``cloudpickle_rs.dumps(<expr>)`` to a file, and returns those bytes;
+* :func:`subprocess_loads` loads bytes with plain ``pickle.loads`` in a fresh
+  ``python -c`` whose ``__main__`` knows nothing of the sender, then runs
+  checking code against the loaded object (bound to the name ``objs``);
+* :func:`send_and_receive` chains the two.
+
+Every subprocess runs in an empty temporary directory, with the tests
+directory removed from ``PYTHONPATH`` (so ``mock_local_folder`` is importable
+only where a test asks for it with ``sys_path=``), and inherits the rest of
+the environment (e.g. a ``PYTHONPATH`` that provides ``cloudpickle_rs``).
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+TIMEOUT = 60
+
+__all__ = [
+    "TESTS_DIR",
+    "TIMEOUT",
+    "SubprocessFailure",
+    "subprocess_env",
+    "run_python",
+    "run_script",
+    "run_sender",
+    "subprocess_loads",
+    "send_and_receive",
+]
+
+
+class SubprocessFailure(AssertionError):
+    """A helper subprocess exited non-zero; the message carries its stderr."""
+
+
+def subprocess_env(extra=None, sys_path=()):
+    """The environment for a helper subprocess.
+
+    Inherits ``os.environ``, drops the tests directory from ``PYTHONPATH``,
+    prepends the directories in ``sys_path`` and applies ``extra``.
+    """
+    env = dict(os.environ)
+    inherited = [
+        p
+        for p in env.get("PYTHONPATH", "").split(os.pathsep)
+        if p and os.path.abspath(p) != TESTS_DIR
+    ]
+    parts = [str(p) for p in sys_path] + inherited
+    if parts:
+        env["PYTHONPATH"] = os.pathsep.join(parts)
+    else:
+        env.pop("PYTHONPATH", None)
+    env.update(extra or {})
+    return env
+
+
+def _describe(label, result):
+    return (
+        f"--- {label} exited with code {result.returncode}\n"
+        f"--- {label} stdout:\n{_text(result.stdout)}\n"
+        f"--- {label} stderr:\n{_text(result.stderr)}"
+    )
+
+
+def _text(data):
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return data or ""
+
+
+def run_python(args, *, input=None, env=None, sys_path=(), cwd=None):
+    """Runs ``sys.executable *args`` and returns the CompletedProcess.
+
+    Does not check the exit code. ``input`` is bytes for stdin. The working
+    directory is a fresh empty directory unless ``cwd`` is given.
+    """
+    full_env = subprocess_env(env, sys_path)
+    with tempfile.TemporaryDirectory(prefix="cprs_cwd_") as empty:
+        return subprocess.run(
+            [sys.executable, *args],
+            input=input,
+            capture_output=True,
+            timeout=TIMEOUT,
+            env=full_env,
+            cwd=cwd or empty,
+        )
+
+
+def run_script(src, *, input=None, env=None, sys_path=(), label="subprocess"):
+    """Runs ``src`` with ``python -c``; returns its stdout as text.
+
+    Raises :class:`SubprocessFailure` (with stdout and stderr) on a non-zero
+    exit.
+    """
+    result = run_python(
+        ["-c", textwrap.dedent(src)], input=input, env=env, sys_path=sys_path
+    )
+    if result.returncode != 0:
+        raise SubprocessFailure(_describe(label, result))
+    return _text(result.stdout)
+
+
+_SENDER_FOOTER = """
+
+# --- appended by testutils.run_sender ---
+import sys as _testutils_sys
+import cloudpickle_rs as _testutils_cloudpickle_rs
+with open(_testutils_sys.argv[1], "wb") as _testutils_file:
+    _testutils_file.write(
+        _testutils_cloudpickle_rs.dumps({expr}, protocol={protocol!r})
+    )
+"""
+
+
+def _run_sender(src, expr, protocol, env, sys_path, script_dir):
+    script = textwrap.dedent(src) + _SENDER_FOOTER.format(
+        expr=expr, protocol=protocol
+    )
+    with tempfile.TemporaryDirectory(prefix="cprs_sender_") as tmp:
+        directory = script_dir or tmp
+        path = os.path.join(directory, "sender_main.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(script)
+        out = os.path.join(tmp, "payload.pkl")
+        result = run_python([path, out], env=env, sys_path=sys_path)
+        if result.returncode != 0:
+            return None, result
+        with open(out, "rb") as f:
+            return f.read(), result
+
+
+def run_sender(
+    src, *, expr="objs", protocol=None, env=None, sys_path=(), script_dir=None
+):
+    """Runs ``src`` as the ``__main__`` script of a fresh interpreter.
+
+    After ``src`` runs, ``cloudpickle_rs.dumps(<expr>, protocol=protocol)`` is
+    written to a file whose bytes are returned. The script is
+    ``<script_dir>/sender_main.py`` (a temporary directory by default; pass
+    the same ``script_dir`` to get the same ``__file__`` in two runs).
+    ``sys_path`` directories are importable in the sender only.
+    """
+    payload, result = _run_sender(src, expr, protocol, env, sys_path, script_dir)
+    if payload is None:
+        raise SubprocessFailure(_describe("sender", result))
+    return payload
+
+
+_RECEIVER_HEADER = """\
+import pickle
+import sys
+data = sys.stdin.buffer.read()
+"""
+
+
+def _receiver_source(check_src, autoload):
+    header = _RECEIVER_HEADER
+    if autoload:
+        header += "objs = pickle.loads(data)\n"
+    return header + textwrap.dedent(check_src)
+
+
+def subprocess_loads(payload, check_src, *, env=None, sys_path=(), autoload=True):
+    """Loads ``payload`` in a fresh ``python -c`` and runs ``check_src``.
+
+    The receiver's ``__main__`` has only ``pickle``, ``sys``, ``data`` (the
+    payload bytes) and, unless ``autoload`` is false, ``objs =
+    pickle.loads(data)``. Returns the receiver's stdout (text); raises
+    :class:`SubprocessFailure` with its stderr if it exits non-zero (e.g. an
+    ``assert`` in ``check_src`` failed).
+    """
+    result = run_python(
+        ["-c", _receiver_source(check_src, autoload)],
+        input=payload,
+        env=env,
+        sys_path=sys_path,
+    )
+    if result.returncode != 0:
+        raise SubprocessFailure(_describe("receiver", result))
+    return _text(result.stdout)
+
+
+def send_and_receive(
+    sender_src,
+    check_src,
+    *,
+    expr="objs",
+    protocol=None,
+    sender_env=None,
+    sender_sys_path=(),
+    receiver_env=None,
+    receiver_sys_path=(),
+    autoload=True,
+):
+    """Pickles ``<expr>`` in a ``__main__`` sender, checks it in a receiver.
+
+    Returns the receiver's stdout; on failure of either side raises
+    :class:`SubprocessFailure` carrying both sides' output.
+    """
+    payload, sender = _run_sender(
+        sender_src, expr, protocol, sender_env, sender_sys_path, None
+    )
+    if payload is None:
+        raise SubprocessFailure(_describe("sender", sender))
+    receiver = run_python(
+        ["-c", _receiver_source(check_src, autoload)],
+        input=payload,
+        env=receiver_env,
+        sys_path=receiver_sys_path,
+    )
+    if receiver.returncode != 0:
+        raise SubprocessFailure(
+            _describe("sender", sender) + "\n" + _describe("receiver", receiver)
+        )
+    return _text(receiver.stdout)
