@@ -128,16 +128,21 @@ def test_identity_two_pickles_of_one_class_load_as_one_class():
     receiver = """
         import pickle, sys, threading
         data = sys.stdin.buffer.read()
-        first = pickle.loads(data)
-        second = pickle.loads(data)
-        assert first[0] is second[0] and isinstance(second[1], first[0])
+        # Eight threads race to load the class first, then the main thread
+        # loads it twice more: all must agree on one class object.
         results = []
+        start = threading.Barrier(8)
         def load():
-            results.append(pickle.loads(data)[0])
+            start.wait()
+            for _ in range(50):
+                results.append(pickle.loads(data)[0])
         threads = [threading.Thread(target=load) for _ in range(8)]
         for t in threads: t.start()
         for t in threads: t.join()
-        assert all(r is first[0] for r in results)
+        first = pickle.loads(data)
+        second = pickle.loads(data)
+        assert first[0] is second[0] and isinstance(second[1], first[0])
+        assert len(results) == 400 and all(r is first[0] for r in results)
         print("ok")
         """
     assert run_script(receiver, input=payload).strip() == "ok"
