@@ -12,8 +12,47 @@ use crate::registry;
 
 /// Builds the reduce tuple `(callable, args)`.
 pub fn reduce<'py>(callable: &Py<PyAny>, args: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
-    let py = args.py();
-    Ok(PyTuple::new(py, [callable.bind(py).clone(), args.into_any()])?.into_any())
+    reduce_with(callable.bind(args.py()).clone(), args)
+}
+
+/// [`reduce`] for a callable already bound.
+fn reduce_with<'py>(
+    callable: Bound<'py, PyAny>,
+    args: Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(PyTuple::new(args.py(), [callable, args.into_any()])?.into_any())
+}
+
+/// `(type(obj), args)`: the object is rebuilt by calling its own type.
+fn reduce_to_own_type<'py>(
+    obj: &Bound<'py, PyAny>,
+    args: Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    reduce_with(obj.get_type().into_any(), args)
+}
+
+/// `(getattr, (owner, name))`: loads as the receiver's own attribute.
+fn reduce_to_getattr<'py>(
+    owner: Bound<'py, PyAny>,
+    name: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = owner.py();
+    reduce_with(
+        crate::statics::builtin_getattr(py)?.clone(),
+        PyTuple::new(py, [owner, name])?,
+    )
+}
+
+/// `tuple(getattr(obj, name) for name in names)`.
+fn attributes<'py, const N: usize>(
+    obj: &Bound<'py, PyAny>,
+    names: [&Bound<'py, PyString>; N],
+) -> PyResult<Bound<'py, PyTuple>> {
+    let values = names
+        .into_iter()
+        .map(|name| obj.getattr(name))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(obj.py(), values)
 }
 
 /// Values that cannot lead back to the cell, so they can go in its arguments.
@@ -53,21 +92,14 @@ pub fn reduce_cell<'py>(cell: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
 /// A bound method: its function and its `self`, both pickled explicitly.
 pub fn reduce_method<'py>(method: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = method.py();
-    let args = PyTuple::new(
-        py,
-        [
-            method.getattr(intern!(py, "__func__"))?,
-            method.getattr(intern!(py, "__self__"))?,
-        ],
-    )?;
+    let args = attributes(method, [intern!(py, "__func__"), intern!(py, "__self__")])?;
     reduce(&Reconstructors::get(py).make_method, args)
 }
 
 /// `classmethod(f)`, `staticmethod(f)` and their abstract variants: `type(obj)(f)`.
 pub fn reduce_function_wrapper<'py>(wrapper: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = wrapper.py();
-    let args = PyTuple::new(py, [wrapper.getattr(intern!(py, "__func__"))?])?;
-    Ok(PyTuple::new(py, [wrapper.get_type().into_any(), args.into_any()])?.into_any())
+    reduce_to_own_type(wrapper, attributes(wrapper, [intern!(py, "__func__")])?)
 }
 
 /// A TypeVar, ParamSpec or TypeVarTuple: by reference when its module has it
@@ -78,8 +110,7 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
     let name = param.getattr(intern!(py, "__name__"))?;
     if let Some(module) = lookup::lookup_module_and_name(param, &name)? {
         if !lookup::module_registered_by_value(&module)? {
-            let getattr = py.import("builtins")?.getattr("getattr")?.unbind();
-            return reduce(&getattr, PyTuple::new(py, [module, name])?);
+            return reduce_to_getattr(module, name);
         }
     }
     let constraints = lookup::getattr_opt(param, intern!(py, "__constraints__"))?
@@ -132,16 +163,13 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
 /// `property(fget, fset, fdel, doc)` (and `abc.abstractproperty`).
 pub fn reduce_property<'py>(prop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = prop.py();
-    let args = PyTuple::new(
-        py,
-        [
-            prop.getattr(intern!(py, "fget"))?,
-            prop.getattr(intern!(py, "fset"))?,
-            prop.getattr(intern!(py, "fdel"))?,
-            prop.getattr(intern!(py, "__doc__"))?,
-        ],
-    )?;
-    Ok(PyTuple::new(py, [prop.get_type().into_any(), args.into_any()])?.into_any())
+    let names = [
+        intern!(py, "fget"),
+        intern!(py, "fset"),
+        intern!(py, "fdel"),
+        intern!(py, "__doc__"),
+    ];
+    reduce_to_own_type(prop, attributes(prop, names)?)
 }
 
 /// A getset descriptor loads as `vars(owner)[name]`: the descriptor itself,
@@ -149,12 +177,9 @@ pub fn reduce_property<'py>(prop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
 /// `type.__dict__['__dict__']`).
 pub fn reduce_getset_descriptor<'py>(descr: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = descr.py();
-    let args = PyTuple::new(
-        py,
-        [
-            descr.getattr(intern!(py, "__objclass__"))?,
-            descr.getattr(intern!(py, "__name__"))?,
-        ],
+    let args = attributes(
+        descr,
+        [intern!(py, "__objclass__"), intern!(py, "__name__")],
     )?;
     reduce(&Reconstructors::get(py).class_dict_item, args)
 }
@@ -164,42 +189,27 @@ pub fn reduce_mappingproxy<'py>(proxy: &Bound<'py, PyAny>) -> PyResult<Bound<'py
     let py = proxy.py();
     let copy = PyDict::new(py);
     copy.update(proxy.cast::<pyo3::types::PyMapping>()?)?;
-    Ok(PyTuple::new(
-        py,
-        [
-            proxy.get_type().into_any(),
-            PyTuple::new(py, [copy])?.into_any(),
-        ],
-    )?
-    .into_any())
+    reduce_to_own_type(proxy, PyTuple::new(py, [copy])?)
 }
 
 /// `bytes(view.tobytes())`, as cloudpickle.
 pub fn reduce_memoryview<'py>(view: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = view.py();
     let data = view.call_method0(intern!(py, "tobytes"))?;
-    Ok(PyTuple::new(
-        py,
-        [
-            py.get_type::<PyBytes>().into_any(),
-            PyTuple::new(py, [data])?.into_any(),
-        ],
-    )?
-    .into_any())
+    reduce_with(
+        py.get_type::<PyBytes>().into_any(),
+        PyTuple::new(py, [data])?,
+    )
 }
 
 /// `WeakSet(list(ws))`.
 pub fn reduce_weakset<'py>(set: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = set.py();
     let items = pyo3::types::PyList::new(py, set.try_iter()?.collect::<PyResult<Vec<_>>>()?)?;
-    Ok(PyTuple::new(
-        py,
-        [
-            crate::statics::weak_set(py)?.clone(),
-            PyTuple::new(py, [items])?.into_any(),
-        ],
-    )?
-    .into_any())
+    reduce_with(
+        crate::statics::weak_set(py)?.clone(),
+        PyTuple::new(py, [items])?,
+    )
 }
 
 /// A logger by name (`logging.getLogger(name)`); the root logger as `getLogger()`.
@@ -208,13 +218,9 @@ pub fn reduce_logger<'py>(logger: &Bound<'py, PyAny>, root: bool) -> PyResult<Bo
     let args = if root {
         PyTuple::empty(py)
     } else {
-        PyTuple::new(py, [logger.getattr(intern!(py, "name"))?])?
+        attributes(logger, [intern!(py, "name")])?
     };
-    Ok(PyTuple::new(
-        py,
-        [crate::statics::get_logger(py)?.clone(), args.into_any()],
-    )?
-    .into_any())
+    reduce_with(crate::statics::get_logger(py)?.clone(), args)
 }
 
 /// The dict views cloudpickle handles, plain and OrderedDict's.
@@ -304,7 +310,7 @@ pub fn reduce_dataclass_field_type<'py>(
     let py = sentinel.py();
     reduce(
         &Reconstructors::get(py).dataclass_field_type,
-        PyTuple::new(py, [sentinel.getattr(intern!(py, "name"))?])?,
+        attributes(sentinel, [intern!(py, "name")])?,
     )
 }
 
@@ -317,18 +323,7 @@ pub fn reduce_dataclass_singleton<'py>(
     let dataclasses = py.import("dataclasses")?;
     for name in ["MISSING", "KW_ONLY"] {
         if dataclasses.getattr(name).is_ok_and(|s| s.is(singleton)) {
-            let args = PyTuple::new(
-                py,
-                [dataclasses.into_any(), PyString::new(py, name).into_any()],
-            )?;
-            return Ok(PyTuple::new(
-                py,
-                [
-                    crate::statics::builtin_getattr(py)?.clone(),
-                    args.into_any(),
-                ],
-            )?
-            .into_any());
+            return reduce_to_getattr(dataclasses.into_any(), PyString::new(py, name).into_any());
         }
     }
     Ok(py.NotImplemented().into_bound(py))
@@ -342,18 +337,7 @@ pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     let sys = py.import("sys")?;
     for stream in ["stdout", "stderr"] {
         if sys.getattr(stream)?.is(file) {
-            let args = PyTuple::new(
-                py,
-                [sys.clone().into_any(), PyString::new(py, stream).into_any()],
-            )?;
-            return Ok(PyTuple::new(
-                py,
-                [
-                    crate::statics::builtin_getattr(py)?.clone(),
-                    args.into_any(),
-                ],
-            )?
-            .into_any());
+            return reduce_to_getattr(sys.into_any(), PyString::new(py, stream).into_any());
         }
     }
     let (Some(name), Some(mode)) = (

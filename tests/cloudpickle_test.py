@@ -34,6 +34,18 @@ PY312 = sys.version_info >= (3, 12)
 _SCALE = 7
 _GREETING_SUFFIX = "?"
 
+# The attributes a function keeps across a round trip.
+FUNCTION_ATTRIBUTES = (
+    "__name__",
+    "__qualname__",
+    "__module__",
+    "__doc__",
+    "__defaults__",
+    "__kwdefaults__",
+    "__annotations__",
+    "__dict__",
+)
+
 
 def roundtrip(obj, protocol=None):
     return pickle.loads(cloudpickle_rs.dumps(obj, protocol=protocol))
@@ -384,16 +396,7 @@ def test_function_attributes_are_preserved():
 
     original = make()
     loaded = roundtrip(original)
-    for attr in (
-        "__name__",
-        "__qualname__",
-        "__module__",
-        "__doc__",
-        "__defaults__",
-        "__kwdefaults__",
-        "__annotations__",
-        "__dict__",
-    ):
+    for attr in FUNCTION_ATTRIBUTES:
         assert getattr(loaded, attr) == getattr(original, attr), attr
     assert loaded.__qualname__.endswith("make.<locals>.documented")
     assert loaded.__annotations__ == {"c": int, "return": str}
@@ -1025,16 +1028,7 @@ def test_behaves_like_upstream_cloudpickle(name):
         assert call(theirs, args, kwargs) == expected
         assert call(ours, args, kwargs) == expected
 
-    for attr in (
-        "__name__",
-        "__qualname__",
-        "__module__",
-        "__doc__",
-        "__defaults__",
-        "__kwdefaults__",
-        "__annotations__",
-        "__dict__",
-    ):
+    for attr in FUNCTION_ATTRIBUTES:
         assert getattr(ours, attr) == getattr(theirs, attr), attr
     assert inspect.signature(ours) == inspect.signature(theirs)
     assert inspect.isgeneratorfunction(ours) == inspect.isgeneratorfunction(theirs)

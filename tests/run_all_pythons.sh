@@ -3,10 +3,11 @@
 # (pyenv's, else python3.X on PATH). One virtualenv per version under
 # .venvs/; extra arguments go to pytest (e.g. -m slow, -k closure).
 # Exits non-zero when a build or a test fails on any version.
+# CPRS_PYTHONS="3.11 3.12" limits the run to those versions (for local work).
 set -u
 cd "$(dirname "$0")/.."
 root=$PWD
-versions=(3.11 3.9 3.10 3.12 3.13)
+read -r -a versions <<< "${CPRS_PYTHONS:-3.11 3.9 3.10 3.12 3.13}"
 
 find_python() {
     local v=$1 prefix
