@@ -477,13 +477,27 @@ pub fn make_class<'py>(
     tracker_id: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = name.py();
+    if let Some(known) = registry::tracked(py, tracker_id.to_str()?) {
+        return Ok(known);
+    }
+    let cls = create_class(metaclass, name, bases, namespace)?;
+    registry::lookup_or_track(cls, tracker_id.to_str()?)
+}
+
+/// A new class made with `metaclass` (or the most derived metaclass of the
+/// bases) from the creation namespace, as a class statement would, but
+/// without running the bases' `__init_subclass__` again.
+pub fn create_class<'py>(
+    metaclass: &Bound<'py, PyType>,
+    name: &Bound<'py, PyString>,
+    bases: &Bound<'py, PyTuple>,
+    namespace: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = name.py();
     if !metaclass.is_subclass(py.get_type::<PyType>().as_any())? {
         return Err(PyTypeError::new_err(
             "the metaclass must be a subclass of type",
         ));
-    }
-    if let Some(known) = registry::tracked(py, tracker_id.to_str()?) {
-        return Ok(known);
     }
     let types = py.import("types")?;
     let resolved = types
@@ -515,8 +529,8 @@ pub fn make_class<'py>(
             None => meta.call(args, Some(&meta_kwds)),
         }
     };
-    let cls = match create(namespace) {
-        Ok(cls) => cls,
+    match create(namespace) {
+        Ok(cls) => Ok(cls),
         // A metaclass that refuses `__slots__` in a class body (NamedTuple's
         // raises AttributeError) gets the class made without it, as
         // cloudpickle makes every class.
@@ -526,11 +540,10 @@ pub fn make_class<'py>(
         {
             let without_slots = namespace.copy()?;
             without_slots.del_item(intern!(py, "__slots__"))?;
-            create(&without_slots).map_err(|_| e)?
+            create(&without_slots).map_err(|_| e)
         }
-        Err(e) => return Err(e),
-    };
-    registry::lookup_or_track(cls, tracker_id.to_str()?)
+        Err(e) => Err(e),
+    }
 }
 
 /// The enum known under `tracker_id`, else a new enum with these members.

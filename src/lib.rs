@@ -3,6 +3,7 @@
 
 mod class;
 mod code;
+mod compat;
 mod ffi;
 mod function;
 mod lookup;
@@ -19,6 +20,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     reconstruct::Reconstructors::register(m)?;
+    compat::register(m)?;
     m.add("Pickler", pickler::create_pickler_class(py)?)?;
     m.add_class::<pickler::DispatchTableDescriptor>()?;
     m.add_function(wrap_pyfunction!(pickler::dumps, m)?)?;

@@ -300,8 +300,24 @@ fn pickler_dump<'py>(
             err.set_cause(py, Some(e));
             Err(err)
         }
-        other => other,
+        Err(e) => {
+            explain_failure(&e, obj, pickler);
+            Err(e)
+        }
+        ok => ok,
     }
+}
+
+/// Lets `cloudpickle_rs._diagnose.annotate(exc, obj, pickler)` add to the
+/// error where the unpicklable object was reached from `obj`. Runs only on
+/// the failure path; a failure of its own is dropped, keeping `error` as is.
+fn explain_failure(error: &PyErr, obj: &Bound<'_, PyAny>, pickler: &Bound<'_, PyAny>) {
+    let py = obj.py();
+    let annotate = || -> PyResult<()> {
+        statics::annotate_failure(py)?.call1((error.value(py), obj, pickler))?;
+        Ok(())
+    };
+    let _ = annotate();
 }
 
 meth_o!(reducer_override_c, reducer_override);
@@ -426,39 +442,46 @@ fn new_pickler<'py>(
     file: &Bound<'py, PyAny>,
     protocol: Option<Bound<'py, PyAny>>,
     buffer_callback: Option<Bound<'py, PyAny>>,
+    compat: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    PicklerType::get(py)
-        .cls
-        .bind(py)
-        .call1((file, protocol, buffer_callback))
+    let cls = if compat {
+        statics::compat_pickler(py)?
+    } else {
+        PicklerType::get(py).cls.bind(py)
+    };
+    cls.call1((file, protocol, buffer_callback))
 }
 
-/// Serialize obj as bytes streamed into file (see cloudpickle.dump).
+/// Serialize obj as bytes streamed into file (see cloudpickle.dump);
+/// `compat=True` writes what upstream cloudpickle 3.x alone can load.
 #[pyfunction]
-#[pyo3(signature = (obj, file, protocol = None, buffer_callback = None))]
+#[pyo3(signature = (obj, file, protocol = None, buffer_callback = None, *, compat = false))]
 pub fn dump<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
     file: &Bound<'py, PyAny>,
     protocol: Option<Bound<'py, PyAny>>,
     buffer_callback: Option<Bound<'py, PyAny>>,
+    compat: bool,
 ) -> PyResult<()> {
-    let pickler = new_pickler(py, file, protocol, buffer_callback)?;
+    let pickler = new_pickler(py, file, protocol, buffer_callback, compat)?;
     pickler_dump(&pickler, obj)?;
     Ok(())
 }
 
-/// Serialize obj as a bytes object (see cloudpickle.dumps).
+/// Serialize obj as a bytes object (see cloudpickle.dumps);
+/// `compat=True` writes what upstream cloudpickle 3.x alone can load.
 #[pyfunction]
-#[pyo3(signature = (obj, protocol = None, buffer_callback = None))]
+#[pyo3(signature = (obj, protocol = None, buffer_callback = None, *, compat = false))]
 pub fn dumps<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
     protocol: Option<Bound<'py, PyAny>>,
     buffer_callback: Option<Bound<'py, PyAny>>,
+    compat: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let file = statics::bytes_io(py)?.call0()?;
-    let pickler = new_pickler(py, &file, protocol, buffer_callback)?;
+    let pickler = new_pickler(py, &file, protocol, buffer_callback, compat)?;
     pickler_dump(&pickler, obj)?;
     file.call_method0(intern!(py, "getvalue"))
 }

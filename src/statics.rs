@@ -17,6 +17,7 @@ macro_rules! cached_attr {
 cached_attr!(method_type, "types", "MethodType");
 cached_attr!(module_type, "types", "ModuleType");
 cached_attr!(code_type, "types", "CodeType");
+cached_attr!(function_type, "types", "FunctionType");
 cached_attr!(builtins_dict, "builtins", "__dict__");
 cached_attr!(bytes_io, "io", "BytesIO");
 cached_attr!(
@@ -36,3 +37,15 @@ cached_attr!(weak_set, "weakref", "WeakSet");
 cached_attr!(get_logger, "logging", "getLogger");
 cached_attr!(builtin_getattr, "builtins", "getattr");
 cached_attr!(ordered_dict, "collections", "OrderedDict");
+cached_attr!(
+    /// Explains a failed dump: where the unpicklable object was reached.
+    annotate_failure, "cloudpickle_rs._diagnose", "annotate"
+);
+cached_attr!(
+    /// The Pickler whose output loads with upstream cloudpickle 3.x alone.
+    compat_pickler, "cloudpickle_rs._compat_writer", "CompatPickler"
+);
+cached_attr!(
+    /// Upstream's sentinel for "no value" in `_make_cell`.
+    empty_cell_value, "cloudpickle_rs.cloudpickle", "_empty_cell_value"
+);

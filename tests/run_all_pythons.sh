@@ -22,15 +22,19 @@ find_python() {
 }
 
 declare -A outcome
+declare -A python_of
 failed=0
 skipped=()
+
+# Every version is built before any is tested: the tests of one version
+# load pickles made by the others (python/cloudpickle_rs holds every build).
 for v in "${versions[@]}"; do
     python=$(find_python "$v")
     if [ -z "$python" ]; then
         skipped+=("$v")
         continue
     fi
-    echo "=== CPython $v ($python)"
+    echo "=== building for CPython $v ($python)"
     venv="$root/.venvs/py$v"
     log="$root/.venvs/py$v.log"
     mkdir -p "$root/.venvs"
@@ -44,6 +48,13 @@ for v in "${versions[@]}"; do
         failed=1
         continue
     fi
+    python_of[$v]=$python
+done
+
+for v in "${versions[@]}"; do
+    [ -n "${python_of[$v]:-}" ] || continue
+    echo "=== CPython $v (${python_of[$v]})"
+    venv="$root/.venvs/py$v"
     "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" 2>&1 | tee "$root/.venvs/py$v.pytest"
     rc=${PIPESTATUS[0]}
     summary=$(grep -E "^[=]* ?[0-9]+ (passed|failed|error)|no tests ran" "$root/.venvs/py$v.pytest" | tail -n 1 | tr -d '=' | sed 's/^ *//')
