@@ -35,6 +35,27 @@ RECONSTRUCTORS = [
     "dataclass_field_type",
     "make_exception",
     "make_text_file",
+    # upstream cloudpickle's names (src/compat.rs)
+    "_make_function",
+    "_function_setstate",
+    "_make_empty_cell",
+    "_make_cell",
+    "dynamic_subimport",
+    "_make_skeleton_class",
+    "_lookup_class_or_track",
+    "_make_skeleton_enum",
+    "_class_setstate",
+    "_make_typevar",
+    "_make_dict_keys",
+    "_make_dict_values",
+    "_make_dict_items",
+    "_file_reconstructor",
+    "_get_dataclass_field_type_sentinel",
+    "_whichmodule",
+    "_lookup_module_and_qualname",
+    "_is_registered_pickle_by_value",
+    "_should_pickle_by_reference",
+    "_extract_code_globals",
 ]
 
 HOSTILE_VALUES = """[
