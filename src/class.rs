@@ -120,7 +120,8 @@ fn reduce_dynamic_class<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, Py
         }
     }
     let (attributes, registry) = class_state(cls)?;
-    let tracker_id = registry::tracker_id_for(cls.as_any(), &definition_digest(cls, &attributes)?)?;
+    let tracker_id =
+        registry::tracker_id_for(cls.as_any(), || definition_digest(cls, &attributes))?;
     let args = PyTuple::new(
         py,
         [
@@ -363,7 +364,8 @@ fn reduce_enum<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
             attributes.del_item(&name)?;
         }
     }
-    let tracker_id = registry::tracker_id_for(cls.as_any(), &definition_digest(cls, &attributes)?)?;
+    let tracker_id =
+        registry::tracker_id_for(cls.as_any(), || definition_digest(cls, &attributes))?;
     let args = PyTuple::new(
         py,
         [

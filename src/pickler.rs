@@ -18,7 +18,7 @@ use pyo3::exceptions::{PyKeyError, PyRecursionError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{IntoPyDict, PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 
 use crate::ffi::{self, MethodImpl};
 use crate::statics::{self, PicklingError};
@@ -75,6 +75,8 @@ pub enum Kind {
     DataclassSingleton,
     TextFile,
     Exception,
+    /// A builtin function: one of our reconstructors, or anything else.
+    Builtin,
     Other,
 }
 
@@ -139,6 +141,8 @@ fn kind_classes(py: Python<'_>) -> PyResult<Vec<(Bound<'_, PyAny>, Kind)>> {
     for (view, cls) in types::dict_view_classes(py)? {
         found.push((cls, Kind::DictView(view)));
     }
+    let builtin_function = py.import("builtins")?.getattr("len")?.get_type();
+    found.push((builtin_function.into_any(), Kind::Builtin));
     Ok(found)
 }
 
@@ -203,6 +207,7 @@ fn reducer_override<'py>(
             Some(reduced) => Ok(reduced),
             None => Ok(py.NotImplemented().into_bound(py)),
         },
+        Kind::Builtin => types::reduce_reconstructor(obj),
         Kind::Other => Ok(py.NotImplemented().into_bound(py)),
     }
 }
@@ -480,8 +485,99 @@ pub fn dumps<'py>(
     buffer_callback: Option<Bound<'py, PyAny>>,
     compat: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
+    if !compat && buffer_callback.as_ref().is_none_or(|b| b.is_none()) {
+        if let Some(index) = reusable_index(py, protocol.as_ref()) {
+            return dumps_reusing(py, obj, index);
+        }
+    }
     let file = statics::bytes_io(py)?.call0()?;
     let pickler = new_pickler(py, &file, protocol, buffer_callback, compat)?;
     pickler_dump(&pickler, obj)?;
     file.call_method0(intern!(py, "getvalue"))
+}
+
+/// A pickler that `dumps` keeps between calls (one per protocol), writing
+/// its output as chunks into a list: creating a pickler, its output file and
+/// their bound methods costs more than pickling a small closure.
+struct ReusablePickler {
+    pickler: Py<PyAny>,
+    chunks: Py<PyList>,
+}
+
+/// Idle reusable picklers by protocol. A `dumps` takes its pickler out while
+/// it runs, so a nested or concurrent `dumps` makes a fresh one instead.
+static REUSABLE: parking_lot::Mutex<[Option<ReusablePickler>; 6]> =
+    parking_lot::Mutex::new([None, None, None, None, None, None]);
+
+/// The protocol slot for `protocol` (None: the highest), when it is a valid
+/// protocol number; anything else takes the ordinary path and its errors.
+fn reusable_index(py: Python<'_>, protocol: Option<&Bound<'_, PyAny>>) -> Option<usize> {
+    let highest = PicklerType::get(py)
+        .highest_protocol
+        .bind(py)
+        .extract::<i64>()
+        .ok()?;
+    let requested = match protocol {
+        None => highest,
+        Some(p) if p.is_none() => highest,
+        Some(p) if p.is_exact_instance_of::<pyo3::types::PyInt>() => p.extract::<i64>().ok()?,
+        Some(_) => return None,
+    };
+    let resolved = if requested < 0 { highest } else { requested };
+    usize::try_from(resolved)
+        .ok()
+        .filter(|&i| i < 6 && resolved <= highest)
+}
+
+fn new_reusable_pickler(py: Python<'_>, index: usize) -> PyResult<ReusablePickler> {
+    let chunks = PyList::empty(py);
+    let sink = py.import("types")?.getattr("SimpleNamespace")?.call(
+        (),
+        Some(&[("write", chunks.getattr("append")?)].into_py_dict(py)?),
+    )?;
+    let pickler = PicklerType::get(py).cls.bind(py).call1((sink, index))?;
+    Ok(ReusablePickler {
+        pickler: pickler.unbind(),
+        chunks: chunks.unbind(),
+    })
+}
+
+/// `dumps` with the reusable pickler of protocol `index`: dump, join the
+/// chunks, then forget everything the dump left behind (memo, globals_ref).
+fn dumps_reusing<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    index: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let taken = REUSABLE.lock()[index].take();
+    let reusable = match taken {
+        Some(r) => r,
+        None => new_reusable_pickler(py, index)?,
+    };
+    let pickler = reusable.pickler.bind(py);
+    let chunks = reusable.chunks.bind(py);
+    let dumped = pickler_dump(pickler, obj);
+    let output = match chunks.len() {
+        1 => chunks.get_item(0),
+        _ => PyBytes::new(py, b"").call_method1(intern!(py, "join"), (chunks,)),
+    };
+    let reset = || -> PyResult<()> {
+        chunks.call_method0(intern!(py, "clear"))?;
+        pickler.call_method0(intern!(py, "clear_memo"))?;
+        pickler
+            .getattr(intern!(py, "__dict__"))?
+            .cast_into::<PyDict>()?
+            .clear();
+        Ok(())
+    };
+    // After a failed dump the pickler is dropped rather than trusted again.
+    let clean = reset().is_ok() && dumped.is_ok();
+    dumped?;
+    if clean {
+        let mut slots = REUSABLE.lock();
+        if slots[index].is_none() {
+            slots[index] = Some(reusable);
+        }
+    }
+    output
 }

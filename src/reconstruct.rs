@@ -8,6 +8,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyString, PyTuple, PyType};
 
+use ahash::AHashMap;
+
 use crate::ffi;
 use crate::lookup;
 use crate::registry;
@@ -34,7 +36,34 @@ pub struct Reconstructors {
     pub dataclass_field_type: Py<PyAny>,
     pub make_exception: Py<PyAny>,
     pub make_text_file: Py<PyAny>,
+    /// [`reconstructor`], the one global a pickle names to reach the others.
+    pub reconstructor: Py<PyAny>,
+    /// Each reconstructor's address -> its name.
+    names_by_address: AHashMap<usize, Py<PyString>>,
 }
+
+/// The reconstructors [`reconstructor`] hands out, by name.
+pub const NAMES: [&str; 19] = [
+    "make_function",
+    "function_setstate",
+    "make_code",
+    "make_cell",
+    "cell_set",
+    "make_method",
+    "subimport",
+    "make_module",
+    "module_setstate",
+    "builtin_type",
+    "make_type_parameter",
+    "make_class",
+    "make_enum",
+    "class_setstate",
+    "class_dict_item",
+    "make_dict_view",
+    "dataclass_field_type",
+    "make_exception",
+    "make_text_file",
+];
 
 static RECONSTRUCTORS: PyOnceLock<Reconstructors> = PyOnceLock::new();
 
@@ -60,8 +89,17 @@ impl Reconstructors {
         m.add_function(wrap_pyfunction!(dataclass_field_type, m)?)?;
         m.add_function(wrap_pyfunction!(make_exception, m)?)?;
         m.add_function(wrap_pyfunction!(make_text_file, m)?)?;
+        m.add_function(wrap_pyfunction!(reconstructor, m)?)?;
         m.add_class::<crate::code::SortedFrozenSet>()?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
+        let mut names_by_address = AHashMap::new();
+        for name in NAMES {
+            let function = m.getattr(name)?;
+            names_by_address.insert(
+                function.as_ptr() as usize,
+                PyString::intern(m.py(), name).unbind(),
+            );
+        }
         let found = Reconstructors {
             make_function: get("make_function")?,
             function_setstate: get("function_setstate")?,
@@ -82,16 +120,64 @@ impl Reconstructors {
             dataclass_field_type: get("dataclass_field_type")?,
             make_exception: get("make_exception")?,
             make_text_file: get("make_text_file")?,
+            reconstructor: get("reconstructor")?,
+            names_by_address,
         };
         // A second import of the module (subinterpreter, reload) keeps the first set.
         let _ = RECONSTRUCTORS.set(m.py(), found);
         Ok(())
     }
 
+    /// The reconstructor of that name.
+    fn by_name(&self, name: &str) -> Option<&Py<PyAny>> {
+        Some(match name {
+            "make_function" => &self.make_function,
+            "function_setstate" => &self.function_setstate,
+            "make_code" => &self.make_code,
+            "make_cell" => &self.make_cell,
+            "cell_set" => &self.cell_set,
+            "make_method" => &self.make_method,
+            "subimport" => &self.subimport,
+            "make_module" => &self.make_module,
+            "module_setstate" => &self.module_setstate,
+            "builtin_type" => &self.builtin_type,
+            "make_type_parameter" => &self.make_type_parameter,
+            "make_class" => &self.make_class,
+            "make_enum" => &self.make_enum,
+            "class_setstate" => &self.class_setstate,
+            "class_dict_item" => &self.class_dict_item,
+            "make_dict_view" => &self.make_dict_view,
+            "dataclass_field_type" => &self.dataclass_field_type,
+            "make_exception" => &self.make_exception,
+            "make_text_file" => &self.make_text_file,
+            _ => return None,
+        })
+    }
+
+    /// The name of `obj` when it is one of the reconstructors.
+    pub fn name_of<'py>(&self, obj: &Bound<'py, PyAny>) -> Option<&Py<PyString>> {
+        self.names_by_address.get(&(obj.as_ptr() as usize))
+    }
+
     pub fn get(py: Python<'_>) -> &Reconstructors {
         RECONSTRUCTORS
             .get(py)
             .expect("reconstructors are registered when the module is imported")
+    }
+}
+
+/// `reconstructor(name)`: the reconstructor of that name. Pickles name this
+/// one function as a global and reach the others through it: each global a
+/// pickle names costs the pickler an import, the others only a call.
+#[pyfunction]
+pub fn reconstructor<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    let py = name.py();
+    let wanted = name.to_str()?;
+    match Reconstructors::get(py).by_name(wanted) {
+        Some(found) => Ok(found.bind(py).clone()),
+        None => Err(statics::UnpicklingError::new_err(format!(
+            "cloudpickle_rs has no reconstructor named {wanted:?}"
+        ))),
     }
 }
 

@@ -151,15 +151,22 @@ impl Tracker {
 
 /// The tracker id of `obj`: the one it already has, else `base` (a digest of
 /// its definition), suffixed when another live object already holds it.
-pub fn tracker_id_for(obj: &Bound<'_, PyAny>, base: &str) -> PyResult<String> {
+pub fn tracker_id_for(
+    obj: &Bound<'_, PyAny>,
+    base: impl FnOnce() -> PyResult<String>,
+) -> PyResult<String> {
     let py = obj.py();
+    if let Some(id) = TRACKER.lock().as_ref().and_then(|t| t.id_of(obj)) {
+        return Ok(id);
+    }
+    let base = base()?;
     let weak = PyWeakrefReference::new(obj)?.unbind();
     let mut guard = TRACKER.lock();
     let tracker = guard.get_or_insert_with(Tracker::default);
     if let Some(id) = tracker.id_of(obj) {
         return Ok(id);
     }
-    let mut id = base.to_owned();
+    let mut id = base.clone();
     let mut n = 1;
     while tracker
         .by_id

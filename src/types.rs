@@ -135,18 +135,22 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
     if has_default {
         kwargs.set_item("default", param.getattr(intern!(py, "__default__"))?)?;
     }
-    let module = lookup::getattr_opt(param, intern!(py, "__module__"))?
-        .map(|m| m.str().map(|s| s.to_string()))
-        .transpose()?;
-    let definition = [
-        param.get_type().qualname()?.to_string(),
-        module.unwrap_or_default(),
-        name.str()?.to_string(),
-        constraints.repr()?.to_string(),
-        kwargs.repr()?.to_string(),
-    ];
-    let base_id = registry::digest(&definition.iter().map(String::as_str).collect::<Vec<_>>());
-    let tracker_id = registry::tracker_id_for(param, &base_id)?;
+    let definition_digest = || -> PyResult<String> {
+        let module = lookup::getattr_opt(param, intern!(py, "__module__"))?
+            .map(|m| m.str().map(|s| s.to_string()))
+            .transpose()?;
+        let definition = [
+            param.get_type().qualname()?.to_string(),
+            module.unwrap_or_default(),
+            name.str()?.to_string(),
+            constraints.repr()?.to_string(),
+            kwargs.repr()?.to_string(),
+        ];
+        Ok(registry::digest(
+            &definition.iter().map(String::as_str).collect::<Vec<_>>(),
+        ))
+    };
+    let tracker_id = registry::tracker_id_for(param, definition_digest)?;
     let args = PyTuple::new(
         py,
         [
@@ -421,4 +425,16 @@ pub fn reduce_exception<'py>(
         )?
         .into_any(),
     ))
+}
+
+/// One of our reconstructors is written as `reconstructor(name)`: a pickle
+/// then names a single global of ours, however many reconstructors it uses.
+/// Any other builtin function is left to the C pickler (a global).
+pub fn reduce_reconstructor<'py>(function: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = function.py();
+    let r = Reconstructors::get(py);
+    match r.name_of(function) {
+        Some(name) => reduce(&r.reconstructor, PyTuple::new(py, [name.bind(py)])?),
+        None => Ok(py.NotImplemented().into_bound(py)),
+    }
 }

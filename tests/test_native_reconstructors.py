@@ -6,6 +6,7 @@ segfault, an abort) shows up as a failed test with its exit status instead
 of killing the test run.
 """
 
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -35,6 +36,7 @@ RECONSTRUCTORS = [
     "dataclass_field_type",
     "make_exception",
     "make_text_file",
+    "reconstructor",
     # upstream cloudpickle's names (src/compat.rs)
     "_make_function",
     "_function_setstate",
@@ -268,3 +270,29 @@ assert type(exc) is KeyError and exc.args == ("k", 2)
 assert list(_native.make_dict_view("values", [1, 2], True)) == [1, 2]
 """
     )
+
+
+def test_reconstructor_hands_out_only_reconstructors():
+    assert _native.reconstructor("make_function") is _native.make_function
+    for name in ["dumps", "register_pickle_by_value", "__dict__", "Pickler", "reconstructor"]:
+        with pytest.raises(pickle.UnpicklingError):
+            _native.reconstructor(name)
+    with pytest.raises(TypeError):
+        _native.reconstructor(b"make_function")
+
+
+def test_a_pickle_names_one_global_of_ours():
+    import pickletools
+
+    def outer():
+        cell = []
+
+        def inner():
+            return cell, outer
+
+        return inner
+
+    payload = cloudpickle_rs.dumps(outer())
+    strings = [arg for op, arg, _ in pickletools.genops(payload) if isinstance(arg, str)]
+    assert strings.count("cloudpickle_rs._native") == 1
+    assert "make_function" in strings and "make_code" in strings
