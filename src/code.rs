@@ -114,11 +114,12 @@ fn extract_global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
 enum Derived {
     GlobalNames = 0,
     Reduction = 1,
+    MadeAttributes = 2,
 }
 
 struct CacheEntry {
     code: Py<PyWeakrefReference>,
-    derived: [Option<Py<PyAny>>; 2],
+    derived: [Option<Py<PyAny>>; 3],
 }
 
 /// Code object address -> what was derived from it. The weak reference tells
@@ -154,7 +155,7 @@ fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) ->
         let key = code.as_ptr() as usize;
         let entry = cache.entry(key).or_insert_with(|| CacheEntry {
             code: weak.clone_ref(py),
-            derived: [None, None],
+            derived: [None, None, None],
         });
         if !entry
             .code
@@ -166,7 +167,7 @@ fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) ->
                 entry,
                 CacheEntry {
                     code: weak,
-                    derived: [None, None],
+                    derived: [None, None, None],
                 },
             ));
         }
@@ -195,6 +196,32 @@ pub fn global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTupl
     let names = extract_global_names(code)?;
     remember(code, Derived::GlobalNames, names.as_any())?;
     Ok(names)
+}
+
+/// `(name, qualname, doc)` that a function made from `code` gets: its
+/// `co_name`, its `co_qualname` (3.11+; the name before), and its first
+/// constant when that is a str (the docstring), else None.
+pub fn made_attributes<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    if let Some(made) = cached(code, Derived::MadeAttributes) {
+        return Ok(made.cast_into()?);
+    }
+    let py = code.py();
+    let name = code.getattr(intern!(py, "co_name"))?;
+    let qualname = if cfg!(Py_3_11) {
+        code.getattr(intern!(py, "co_qualname"))?
+    } else {
+        name.clone()
+    };
+    let consts = code
+        .getattr(intern!(py, "co_consts"))?
+        .cast_into::<PyTuple>()?;
+    let doc = match consts.get_item(0) {
+        Ok(first) if first.is_instance_of::<PyString>() => first,
+        _ => py.None().into_bound(py),
+    };
+    let made = PyTuple::new(py, [name, qualname, doc])?;
+    remember(code, Derived::MadeAttributes, made.as_any())?;
+    Ok(made)
 }
 
 /// A frozenset constant pickled with its items sorted, so that a code object

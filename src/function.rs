@@ -26,45 +26,58 @@ pub fn reduce_function<'py>(
     reduce_dynamic_function(pickler, func)
 }
 
-/// `(make_function, (code, base_globals, name, qualname, closure), state, None, None, function_setstate)`.
+/// `(make_function, (code, base_globals, closure, name, qualname), state, None, None, function_setstate)`,
+/// with the arguments and the state cut after their last item that is not
+/// already what making the function gives it (see [`function_setstate`]).
 ///
 /// The closure holds the function's own cells: cells pickle as empty cells
 /// that are filled afterwards, so a cell shared by two closures stays shared
 /// and a self-referencing closure needs no second copy of the function.
+///
+/// [`function_setstate`]: crate::reconstruct::function_setstate
 fn reduce_dynamic_function<'py>(
     pickler: &Bound<'py, PyAny>,
     func: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = func.py();
-    let code = func.getattr(intern!(py, "__code__"))?;
+    let parts = ffi::function_parts(func)?;
+    let code = parts.code;
     let globals = ffi::function_globals(func);
     let closure = ffi::function_closure(func);
-    let args = PyTuple::new(
+    let made = code::made_attributes(&code)?;
+    let name = differing(ffi::intern(parts.name), &made.get_item(0)?)?;
+    let qualname = differing(ffi::intern(parts.qualname), &made.get_item(1)?)?;
+    let args = trimmed_tuple(
         py,
-        [
-            code.clone(),
-            shared_base_globals(pickler, &globals)?.into_any(),
-            ffi::intern(func.getattr(intern!(py, "__name__"))?),
-            ffi::intern(func.getattr(intern!(py, "__qualname__"))?),
-            or_none(py, closure.clone().map(Bound::into_any)),
+        vec![
+            Some(code.clone()),
+            Some(shared_base_globals(pickler, &globals)?.into_any()),
+            closure.clone().map(Bound::into_any),
+            name,
+            qualname,
         ],
     )?;
     let referenced = referenced_globals(&code, &globals)?;
     let submodules = imported_submodules(&code, &referenced, closure.as_ref())?;
-    let state = PyTuple::new(
-        py,
-        [
-            or_none(py, (!referenced.is_empty()).then(|| referenced.into_any())),
-            func.getattr(intern!(py, "__defaults__"))?,
-            interned_keys(func.getattr(intern!(py, "__kwdefaults__"))?)?,
-            interned_keys(func.getattr(intern!(py, "__annotations__"))?)?,
-            interned_keys(func.getattr(intern!(py, "__dict__"))?)?,
-            ffi::intern(func.getattr(intern!(py, "__module__"))?),
-            func.getattr(intern!(py, "__doc__"))?,
-            submodules,
-            type_params(func)?,
-        ],
-    )?;
+    let annotations = if parts.has_annotations {
+        interned_keys(func.getattr(intern!(py, "__annotations__"))?)?
+    } else {
+        None
+    };
+    let mut state = vec![
+        (!referenced.is_empty()).then(|| referenced.into_any()),
+        present(parts.defaults),
+        interned_keys(parts.kwdefaults)?,
+        annotations,
+        parts.dict.map(interned_keys).transpose()?.flatten(),
+        present(submodules),
+        present(type_params(func)?),
+    ];
+    let module = ffi::intern(parts.module);
+    if !module.eq(made_module(&globals)?)? || !parts.doc.eq(made.get_item(2)?)? {
+        state.extend([Some(module), Some(parts.doc)]);
+    }
+    let state = trimmed_tuple(py, state)?;
     let r = Reconstructors::get(py);
     Ok(PyTuple::new(
         py,
@@ -80,6 +93,36 @@ fn reduce_dynamic_function<'py>(
     .into_any())
 }
 
+/// The tuple of `items` without its trailing `None`s (which stand for None).
+fn trimmed_tuple<'py>(
+    py: Python<'py>,
+    mut items: Vec<Option<Bound<'py, PyAny>>>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    while items.last().is_some_and(Option::is_none) {
+        items.pop();
+    }
+    PyTuple::new(py, items.into_iter().map(|item| or_none(py, item)))
+}
+
+/// `value`, unless it equals what the function is made with.
+fn differing<'py>(
+    value: Bound<'py, PyAny>,
+    made: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    Ok((!value.eq(made)?).then_some(value))
+}
+
+/// The `__module__` a function made with `globals` gets: `globals["__name__"]`.
+fn made_module<'py>(globals: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+    let py = globals.py();
+    Ok(or_none(py, globals.get_item(intern!(py, "__name__"))?))
+}
+
+/// None for Python's None.
+fn present(value: Bound<'_, PyAny>) -> Option<Bound<'_, PyAny>> {
+    (!value.is_none()).then_some(value)
+}
+
 fn or_none<'py>(py: Python<'py>, value: Option<Bound<'py, PyAny>>) -> Bound<'py, PyAny> {
     value.unwrap_or_else(|| py.None().into_bound(py))
 }
@@ -87,19 +130,22 @@ fn or_none<'py>(py: Python<'py>, value: Option<Bound<'py, PyAny>>) -> Bound<'py,
 /// A copy of a dict with its keys interned (so that memo hits in the pickle
 /// do not depend on which key strings the sender happened to share with its
 /// code), or None for an empty dict or None. Anything else passes through.
-fn interned_keys(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
+fn interned_keys(value: Bound<'_, PyAny>) -> PyResult<Option<Bound<'_, PyAny>>> {
     let py = value.py();
+    if value.is_none() {
+        return Ok(None);
+    }
     let Ok(dict) = value.cast::<PyDict>() else {
-        return Ok(value);
+        return Ok(Some(value));
     };
     if dict.is_empty() {
-        return Ok(py.None().into_bound(py));
+        return Ok(None);
     }
     let copy = PyDict::new(py);
     for (k, v) in dict.iter() {
         copy.set_item(ffi::intern(k), v)?;
     }
-    Ok(copy.into_any())
+    Ok(Some(copy.into_any()))
 }
 
 /// PEP 695 type parameters (3.12+), or None when there are none.

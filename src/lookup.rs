@@ -99,6 +99,14 @@ pub fn lookup_module_and_name<'py>(
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = obj.py();
     let name = name.clone();
+    // A local function or class can never be reached by name (no attribute
+    // is called "<locals>"): skip the module search.
+    if name
+        .cast::<PyString>()
+        .is_ok_and(|n| n.to_str().is_ok_and(|s| s.contains("<locals>")))
+    {
+        return Ok(None);
+    }
     let Some(module_name) = whichmodule(obj, &name)? else {
         return Ok(None);
     };

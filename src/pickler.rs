@@ -504,6 +504,10 @@ struct ReusablePickler {
     chunks: Py<PyList>,
 }
 
+/// Output size above which a reusable pickler is not kept (the C pickler's
+/// frame size target).
+const REUSE_LIMIT: usize = 64 * 1024;
+
 /// Idle reusable picklers by protocol. A `dumps` takes its pickler out while
 /// it runs, so a nested or concurrent `dumps` makes a fresh one instead.
 static REUSABLE: parking_lot::Mutex<[Option<ReusablePickler>; 6]> =
@@ -570,8 +574,13 @@ fn dumps_reusing<'py>(
             .clear();
         Ok(())
     };
-    // After a failed dump the pickler is dropped rather than trusted again.
-    let clean = reset().is_ok() && dumped.is_ok();
+    // After a failed dump the pickler is dropped rather than trusted again;
+    // after a large one too: its output buffer keeps the largest size it
+    // reached, and every later dump would allocate that much again.
+    let small = output
+        .as_ref()
+        .is_ok_and(|o| o.len().is_ok_and(|n| n <= REUSE_LIMIT));
+    let clean = reset().is_ok() && dumped.is_ok() && small;
     dumped?;
     if clean {
         let mut slots = REUSABLE.lock();

@@ -204,16 +204,17 @@ fn check_closure(code: &Bound<'_, PyAny>, closure: Option<&Bound<'_, PyTuple>>) 
     Ok(())
 }
 
-/// Creates a function from its code, globals, names and closure cells; the
-/// rest of its state arrives through [`function_setstate`].
+/// Creates a function from its code, globals, closure cells and names (None:
+/// the code's own name and qualified name); the rest of its state arrives
+/// through [`function_setstate`].
 #[pyfunction]
-#[pyo3(signature = (code, globals, name, qualname, closure))]
+#[pyo3(signature = (code, globals, closure = None, name = None, qualname = None))]
 pub fn make_function<'py>(
     code: &Bound<'py, PyAny>,
     globals: &Bound<'py, PyDict>,
-    name: &Bound<'py, PyString>,
-    qualname: &Bound<'py, PyString>,
     closure: Option<&Bound<'py, PyTuple>>,
+    name: Option<&Bound<'py, PyString>>,
+    qualname: Option<&Bound<'py, PyString>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = code.py();
     if !ffi::is_code(code) {
@@ -227,8 +228,8 @@ pub fn make_function<'py>(
     if !globals.contains(intern!(py, "__builtins__"))? {
         globals.set_item(intern!(py, "__builtins__"), statics::builtins_dict(py)?)?;
     }
-    let func = ffi::new_function(code, globals, Some(qualname.as_any()))?;
-    if !PyAnyMethods::eq(name.as_any(), code.getattr(intern!(py, "co_name"))?)? {
+    let func = ffi::new_function(code, globals, qualname.map(|q| q.as_any()))?;
+    if let Some(name) = name {
         func.setattr(intern!(py, "__name__"), name)?;
     }
     if let Some(closure) = closure {
@@ -237,13 +238,15 @@ pub fn make_function<'py>(
     Ok(func)
 }
 
-/// Number of items in a function's state tuple.
+/// Number of items in a full function state; the last two (`__module__`,
+/// `__doc__`) come only when they differ from what the function gets when
+/// it is made, and trailing None items are left out.
 pub const FUNCTION_STATE_LEN: usize = 9;
 
 /// Restores a function's state: referenced globals (merged into the shared
-/// globals dict), defaults, keyword defaults, annotations, `__dict__`,
-/// `__module__`, `__doc__`, the submodules it needs (imported by loading
-/// them) and its PEP 695 type parameters.
+/// globals dict), defaults, keyword defaults, annotations, `__dict__`, the
+/// submodules it needs (imported by loading them), its PEP 695 type
+/// parameters, then `__module__` and `__doc__` when given.
 #[pyfunction]
 pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyResult<()> {
     let py = func.py();
@@ -253,13 +256,20 @@ pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) ->
             func.get_type().name()?
         )));
     }
-    if state.len() != FUNCTION_STATE_LEN {
+    let len = state.len();
+    if len > FUNCTION_STATE_LEN || len == FUNCTION_STATE_LEN - 1 {
         return Err(PyValueError::new_err(format!(
-            "function state must have {FUNCTION_STATE_LEN} items, got {}",
-            state.len()
+            "function state must have at most 7 items, or {FUNCTION_STATE_LEN}; got {len}"
         )));
     }
-    let item = |i: usize| state.get_item(i);
+    let none = py.None().into_bound(py);
+    let item = |i: usize| -> PyResult<Bound<'_, PyAny>> {
+        if i < len {
+            state.get_item(i)
+        } else {
+            Ok(none.clone())
+        }
+    };
     let referenced = item(0)?;
     if !referenced.is_none() {
         ffi::function_globals(func).update(referenced.cast::<PyDict>()?.as_mapping())?;
@@ -277,12 +287,14 @@ pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) ->
             .cast::<PyDict>()?
             .update(attributes.as_mapping())?;
     }
-    func.setattr(intern!(py, "__module__"), item(5)?)?;
-    func.setattr(intern!(py, "__doc__"), item(6)?)?;
-    // Item 7, the submodules, did its work when it was loaded: importing them.
-    let type_params = item(8)?;
+    // Item 5, the submodules, did its work when it was loaded: importing them.
+    let type_params = item(6)?;
     if !type_params.is_none() {
         func.setattr(intern!(py, "__type_params__"), type_params)?;
+    }
+    if len == FUNCTION_STATE_LEN {
+        func.setattr(intern!(py, "__module__"), item(7)?)?;
+        func.setattr(intern!(py, "__doc__"), item(8)?)?;
     }
     Ok(())
 }

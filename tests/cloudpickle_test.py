@@ -1033,3 +1033,34 @@ def test_behaves_like_upstream_cloudpickle(name):
     assert inspect.signature(ours) == inspect.signature(theirs)
     assert inspect.isgeneratorfunction(ours) == inspect.isgeneratorfunction(theirs)
     assert (ours.__closure__ is None) == (theirs.__closure__ is None)
+
+
+def test_attributes_changed_after_definition_survive():
+    # The pickle leaves out what making the function gives it anyway (its
+    # code's names, its globals' __name__, its docstring): a function whose
+    # attributes were changed since must still get the changed values.
+    def make():
+        def documented():
+            """The docstring."""
+            return 1
+
+        def plain():
+            return 2
+
+        return documented, plain
+
+    documented, plain = make()
+    documented.__doc__ = None
+    documented.__module__ = None
+    plain.__name__ = "renamed"
+    plain.__qualname__ = "Somewhere.renamed"
+    plain.__doc__ = "added later"
+    loaded_documented, loaded_plain = roundtrip((documented, plain))
+    assert loaded_documented.__doc__ is None and loaded_documented.__module__ is None
+    assert loaded_plain.__name__ == "renamed"
+    assert loaded_plain.__qualname__ == "Somewhere.renamed"
+    assert loaded_plain.__doc__ == "added later"
+    assert loaded_plain.__module__ == plain.__module__
+    untouched = make()[0]
+    loaded = roundtrip(untouched)
+    assert loaded.__doc__ == "The docstring." and loaded.__module__ == untouched.__module__

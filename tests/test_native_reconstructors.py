@@ -131,16 +131,18 @@ cases = [
 ]
 for closure, error in cases:
     try:
-        _native.make_function(code, {}, "inner", "inner", closure)
+        _native.make_function(code, {}, closure, "inner", "inner")
     except error:
         pass
     else:
         raise AssertionError(f"closure {closure!r} accepted")
-f = _native.make_function(code, {}, "inner", "outer.<locals>.inner", (cell,))
+f = _native.make_function(code, {}, (cell,), "inner", "outer.<locals>.inner")
 assert f() == 5 and f.__qualname__ == "outer.<locals>.inner"
+g = _native.make_function(code, {}, (cell,))
+assert g.__name__ == "inner" and g() == 5
 assert "__builtins__" in f.__globals__
 try:
-    _native.make_function((lambda: 0).__code__, {}, "f", "f", (cell,))
+    _native.make_function((lambda: 0).__code__, {}, (cell,), "f", "f")
 except ValueError:
     pass
 else:
@@ -154,10 +156,13 @@ def test_function_setstate_rejects_bad_state():
         """
 from cloudpickle_rs import _native
 f = lambda: 0
-good = (None, None, None, None, None, "m", None, None, None)
+good = (None, None, None, None, None, None, None, "m", None)
 _native.function_setstate(f, good)
 assert f.__module__ == "m"
-bad_states = [(), good[:-1], good + (None,), ("notadict",) + good[1:], (None, "notatuple") + good[2:],
+_native.function_setstate(f, ())
+_native.function_setstate(f, (None, (1,)))
+assert f.__defaults__ == (1,) and f.__module__ == "m"
+bad_states = [good[:-1], good + (None,), ("notadict",) + good[1:], (None, "notatuple") + good[2:],
               (None, None, 5) + good[3:], (None, None, None, 7) + good[4:], good[:4] + ([],) + good[5:]]
 for state in bad_states:
     try:

@@ -265,6 +265,53 @@ pub fn function_closure<'py>(func: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTu
     }
 }
 
+/// A function's attributes as stored, read without the attribute getters:
+/// those raise an audit event per access (3.11+) and create empty
+/// `__annotations__` and `__dict__` dicts when read.
+pub struct FunctionParts<'py> {
+    pub code: Bound<'py, PyAny>,
+    pub name: Bound<'py, PyAny>,
+    pub qualname: Bound<'py, PyAny>,
+    /// `__defaults__`: None or a tuple.
+    pub defaults: Bound<'py, PyAny>,
+    /// `__kwdefaults__`: None or a dict.
+    pub kwdefaults: Bound<'py, PyAny>,
+    /// Whether `__annotations__` was ever set (a tuple on 3.10 until first read).
+    pub has_annotations: bool,
+    /// `__dict__`, if it was ever created.
+    pub dict: Option<Bound<'py, PyAny>>,
+    pub module: Bound<'py, PyAny>,
+    pub doc: Bound<'py, PyAny>,
+}
+
+/// Reads the parts of `func`, a function object.
+pub fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<FunctionParts<'py>> {
+    if !is_function(func) {
+        return Err(PyTypeError::new_err("expected a function"));
+    }
+    let py = func.py();
+    let raw = func.as_ptr() as *mut ffi::PyFunctionObject;
+    let none = || py.None().into_bound(py);
+    // SAFETY: `func` is a function object (checked), so `raw` points to a live
+    // PyFunctionObject for as long as `func` is borrowed. Code, name and
+    // qualname are never NULL; the other fields are NULL when unset. Each
+    // pointer is turned into a new strong reference before use.
+    unsafe {
+        let opt = |p: *mut ffi::PyObject| Bound::from_borrowed_ptr_or_opt(py, p);
+        Ok(FunctionParts {
+            code: Bound::from_borrowed_ptr(py, (*raw).func_code),
+            name: Bound::from_borrowed_ptr(py, (*raw).func_name),
+            qualname: Bound::from_borrowed_ptr(py, (*raw).func_qualname),
+            defaults: opt((*raw).func_defaults).unwrap_or_else(none),
+            kwdefaults: opt((*raw).func_kwdefaults).unwrap_or_else(none),
+            has_annotations: !(*raw).func_annotations.is_null(),
+            dict: opt((*raw).func_dict),
+            module: opt((*raw).func_module).unwrap_or_else(none),
+            doc: opt((*raw).func_doc).unwrap_or_else(none),
+        })
+    }
+}
+
 /// Builds a function as `types.FunctionType` does, with a qualified name.
 pub fn new_function<'py>(
     code: &Bound<'py, PyAny>,
