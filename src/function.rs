@@ -3,12 +3,13 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyModule, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyModule, PyString, PyTuple};
 
 use crate::code;
 use crate::ffi;
 use crate::lookup;
 use crate::reconstruct::Reconstructors;
+use crate::types::reduce;
 
 /// Module attributes kept in a by-value function's globals so that relative
 /// imports in its body still resolve after loading.
@@ -47,16 +48,13 @@ fn reduce_dynamic_function<'py>(
     let made = code::made_attributes(&code)?;
     let name = differing(ffi::intern(parts.name), &made.get_item(0)?)?;
     let qualname = differing(ffi::intern(parts.qualname), &made.get_item(1)?)?;
-    let args = trimmed_tuple(
-        py,
-        vec![
-            Some(code.clone()),
-            Some(shared_base_globals(pickler, &globals)?.into_any()),
-            closure.clone().map(Bound::into_any),
-            name,
-            qualname,
-        ],
-    )?;
+    let args = vec![
+        Some(code.clone()),
+        Some(shared_base_globals(pickler, &globals)?.into_any()),
+        closure.clone().map(Bound::into_any),
+        name,
+        qualname,
+    ];
     let referenced = referenced_globals(&code, &globals)?;
     let submodules = imported_submodules(&code, &referenced, closure.as_ref())?;
     let annotations = if parts.has_annotations {
@@ -79,11 +77,22 @@ fn reduce_dynamic_function<'py>(
     }
     let state = trimmed_tuple(py, state)?;
     let r = Reconstructors::get(py);
+    if state.is_empty() {
+        return reduce(&r.make_function, trimmed_tuple(py, args)?);
+    }
+    // State that cannot lead back to the function can be made before it:
+    // it then goes in make_function's arguments, saving the setstate call.
+    if is_plain(state.as_any(), &mut PLAIN_BUDGET.clone()) {
+        let mut args = args;
+        args.resize(5, None);
+        args.push(Some(state.into_any()));
+        return reduce(&r.make_function, trimmed_tuple(py, args)?);
+    }
     Ok(PyTuple::new(
         py,
         [
             r.make_function.bind(py).clone(),
-            args.into_any(),
+            trimmed_tuple(py, args)?.into_any(),
             state.into_any(),
             py.None().into_bound(py),
             py.None().into_bound(py),
@@ -91,6 +100,36 @@ fn reduce_dynamic_function<'py>(
         ],
     )?
     .into_any())
+}
+
+/// How many values [`is_plain`] looks at before it gives up.
+const PLAIN_BUDGET: usize = 64;
+
+/// None, bools, ints, floats, strs, bytes, and tuples and str-keyed dicts of
+/// them: values whose pickling cannot reach back to the function.
+fn is_plain(value: &Bound<'_, PyAny>, budget: &mut usize) -> bool {
+    if *budget == 0 {
+        return false;
+    }
+    *budget -= 1;
+    if value.is_none()
+        || value.is_exact_instance_of::<PyBool>()
+        || value.is_exact_instance_of::<PyInt>()
+        || value.is_exact_instance_of::<PyFloat>()
+        || value.is_exact_instance_of::<PyString>()
+        || value.is_exact_instance_of::<PyBytes>()
+    {
+        return true;
+    }
+    if let Ok(tuple) = value.cast_exact::<PyTuple>() {
+        return tuple.iter().all(|item| is_plain(&item, budget));
+    }
+    if let Ok(dict) = value.cast_exact::<PyDict>() {
+        return dict
+            .iter()
+            .all(|(k, v)| k.is_exact_instance_of::<PyString>() && is_plain(&v, budget));
+    }
+    false
 }
 
 /// The tuple of `items` without its trailing `None`s (which stand for None).

@@ -205,16 +205,17 @@ fn check_closure(code: &Bound<'_, PyAny>, closure: Option<&Bound<'_, PyTuple>>) 
 }
 
 /// Creates a function from its code, globals, closure cells and names (None:
-/// the code's own name and qualified name); the rest of its state arrives
-/// through [`function_setstate`].
+/// the code's own name and qualified name); the rest of its state is
+/// `state`, or arrives through [`function_setstate`].
 #[pyfunction]
-#[pyo3(signature = (code, globals, closure = None, name = None, qualname = None))]
+#[pyo3(signature = (code, globals, closure = None, name = None, qualname = None, state = None))]
 pub fn make_function<'py>(
     code: &Bound<'py, PyAny>,
     globals: &Bound<'py, PyDict>,
     closure: Option<&Bound<'py, PyTuple>>,
     name: Option<&Bound<'py, PyString>>,
     qualname: Option<&Bound<'py, PyString>>,
+    state: Option<&Bound<'py, PyTuple>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = code.py();
     if !ffi::is_code(code) {
@@ -234,6 +235,9 @@ pub fn make_function<'py>(
     }
     if let Some(closure) = closure {
         ffi::set_function_closure(&func, closure)?;
+    }
+    if let Some(state) = state {
+        function_setstate(&func, state)?;
     }
     Ok(func)
 }

@@ -140,6 +140,15 @@ f = _native.make_function(code, {}, (cell,), "inner", "outer.<locals>.inner")
 assert f() == 5 and f.__qualname__ == "outer.<locals>.inner"
 g = _native.make_function(code, {}, (cell,))
 assert g.__name__ == "inner" and g() == 5
+h = _native.make_function(code, {}, (cell,), None, None, (None, None, None, None, {"tag": 1}))
+assert h.tag == 1
+for bad_state in ((None, "notatuple"), (None,) * 8, "x"):
+    try:
+        _native.make_function(code, {}, (cell,), None, None, bad_state)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise AssertionError(f"state {bad_state!r} accepted")
 assert "__builtins__" in f.__globals__
 try:
     _native.make_function((lambda: 0).__code__, {}, (cell,), "f", "f")
@@ -231,7 +240,8 @@ else:
 def test_pickles_reference_the_native_reconstructors_by_name():
     # A pickle names each reconstructor as cloudpickle_rs._native.<name>, and
     # that name must lead back to the object.
-    payload = cloudpickle_rs.dumps(lambda: 0)
+    # (a function reading a global list: its state goes through function_setstate)
+    payload = cloudpickle_rs.dumps(lambda: RECONSTRUCTORS)
     for name in ("make_function", "function_setstate", "make_code"):
         assert name.encode() in payload
         assert getattr(_native, name).__module__ == "cloudpickle_rs._native"
