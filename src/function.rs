@@ -27,9 +27,11 @@ pub fn reduce_function<'py>(
     reduce_dynamic_function(pickler, func)
 }
 
-/// `(make_function, (code, base_globals, closure, name, qualname), state, None, None, function_setstate)`,
-/// with the arguments and the state cut after their last item that is not
-/// already what making the function gives it (see [`function_setstate`]).
+/// `(make_function, (code, base_globals, closure, state, name, qualname))`
+/// when the state holds only plain values, else the state goes apart:
+/// `(make_function, args, state, None, None, function_setstate)`. Arguments
+/// and state are cut after their last item that is not already what making
+/// the function gives it (see [`function_setstate`]).
 ///
 /// The closure holds the function's own cells: cells pickle as empty cells
 /// that are filled afterwards, so a cell shared by two closures stays shared
@@ -48,10 +50,11 @@ fn reduce_dynamic_function<'py>(
     let made = code::made_attributes(&code)?;
     let name = differing(ffi::intern(parts.name), &made.get_item(0)?)?;
     let qualname = differing(ffi::intern(parts.qualname), &made.get_item(1)?)?;
-    let args = vec![
+    let mut args = vec![
         Some(code.clone()),
         Some(shared_base_globals(pickler, &globals)?.into_any()),
         closure.clone().map(Bound::into_any),
+        None,
         name,
         qualname,
     ];
@@ -83,9 +86,7 @@ fn reduce_dynamic_function<'py>(
     // State that cannot lead back to the function can be made before it:
     // it then goes in make_function's arguments, saving the setstate call.
     if is_plain(state.as_any(), &mut PLAIN_BUDGET.clone()) {
-        let mut args = args;
-        args.resize(5, None);
-        args.push(Some(state.into_any()));
+        args[3] = Some(state.into_any());
         return reduce(&r.make_function, trimmed_tuple(py, args)?);
     }
     Ok(PyTuple::new(

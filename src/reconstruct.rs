@@ -204,18 +204,18 @@ fn check_closure(code: &Bound<'_, PyAny>, closure: Option<&Bound<'_, PyTuple>>) 
     Ok(())
 }
 
-/// Creates a function from its code, globals, closure cells and names (None:
-/// the code's own name and qualified name); the rest of its state is
-/// `state`, or arrives through [`function_setstate`].
+/// Creates a function from its code, globals, closure cells, state (or the
+/// state arrives through [`function_setstate`]) and names (None: the code's
+/// own name and qualified name).
 #[pyfunction]
-#[pyo3(signature = (code, globals, closure = None, name = None, qualname = None, state = None))]
+#[pyo3(signature = (code, globals, closure = None, state = None, name = None, qualname = None))]
 pub fn make_function<'py>(
     code: &Bound<'py, PyAny>,
     globals: &Bound<'py, PyDict>,
     closure: Option<&Bound<'py, PyTuple>>,
+    state: Option<&Bound<'py, PyTuple>>,
     name: Option<&Bound<'py, PyString>>,
     qualname: Option<&Bound<'py, PyString>>,
-    state: Option<&Bound<'py, PyTuple>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = code.py();
     if !ffi::is_code(code) {

@@ -131,27 +131,27 @@ cases = [
 ]
 for closure, error in cases:
     try:
-        _native.make_function(code, {}, closure, "inner", "inner")
+        _native.make_function(code, {}, closure, None, "inner", "inner")
     except error:
         pass
     else:
         raise AssertionError(f"closure {closure!r} accepted")
-f = _native.make_function(code, {}, (cell,), "inner", "outer.<locals>.inner")
+f = _native.make_function(code, {}, (cell,), None, "inner", "outer.<locals>.inner")
 assert f() == 5 and f.__qualname__ == "outer.<locals>.inner"
 g = _native.make_function(code, {}, (cell,))
 assert g.__name__ == "inner" and g() == 5
-h = _native.make_function(code, {}, (cell,), None, None, (None, None, None, None, {"tag": 1}))
+h = _native.make_function(code, {}, (cell,), (None, None, None, None, {"tag": 1}))
 assert h.tag == 1
 for bad_state in ((None, "notatuple"), (None,) * 8, "x"):
     try:
-        _native.make_function(code, {}, (cell,), None, None, bad_state)
+        _native.make_function(code, {}, (cell,), bad_state)
     except (TypeError, ValueError):
         pass
     else:
         raise AssertionError(f"state {bad_state!r} accepted")
 assert "__builtins__" in f.__globals__
 try:
-    _native.make_function((lambda: 0).__code__, {}, (cell,), "f", "f")
+    _native.make_function((lambda: 0).__code__, {}, (cell,), None, "f", "f")
 except ValueError:
     pass
 else:
