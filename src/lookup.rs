@@ -39,12 +39,30 @@ pub fn getattribute<'py>(
         if part == "<locals>" {
             return Ok(None);
         }
-        match getattr_opt(&current, &PyString::new(obj.py(), part))? {
+        match attribute(&current, &PyString::new(obj.py(), part))? {
             Some(next) => current = next,
             None => return Ok(None),
         }
     }
     Ok(Some(current))
+}
+
+/// [`getattr_opt`], reading a module's namespace directly when it has no
+/// module `__getattr__`: a missing name then costs no AttributeError.
+fn attribute<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let Ok(module) = obj.cast_exact::<PyModule>() {
+        let namespace = module.dict();
+        if let Some(found) = namespace.get_item(name)? {
+            return Ok(Some(found));
+        }
+        if !namespace.contains(intern!(obj.py(), "__getattr__"))? {
+            return Ok(None);
+        }
+    }
+    getattr_opt(obj, name)
 }
 
 /// The name of the module `obj` belongs to: its `__module__`, else the first
