@@ -1,4 +1,5 @@
-"""Command line: ``python -m cloudpickle_rs demo``.
+"""Command line: ``python -m cloudpickle_rs demo`` and ``... inspect FILE``
+(see ``_inspect.py``).
 
 The demo runs as ``__main__``, so its functions exist only here: it pickles a
 lambda, a closure over a ``__main__`` global and a recursive nested function,
@@ -97,7 +98,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["demo"]:
         return demo()
-    print("usage: python -m cloudpickle_rs demo", file=sys.stderr)
+    if argv[:1] == ["inspect"]:
+        from cloudpickle_rs._inspect import main as inspect_main
+
+        return inspect_main(argv[1:])
+    print("usage: python -m cloudpickle_rs demo | inspect FILE [--allow MODULE] [--json]", file=sys.stderr)
     return 2
 
 
