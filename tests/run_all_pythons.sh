@@ -3,10 +3,12 @@
 # (pyenv's, else python3.X on PATH). One virtualenv per version under
 # .venvs/; extra arguments go to pytest (e.g. -m slow, -k closure).
 # Exits non-zero when a build or a test fails on any version.
-# CPRS_PYTHONS="3.11 3.12" limits the run to those versions (for local work).
+# CPRS_PYTHONS="3.11 3.12" limits the run to those versions (for local work);
+# CPRS_EXTRAS="test,engines" installs more extras (default: test).
 set -u
 cd "$(dirname "$0")/.."
 root=$PWD
+extras=${CPRS_EXTRAS:-test}
 read -r -a versions <<< "${CPRS_PYTHONS:-3.11 3.9 3.10 3.12 3.13}"
 
 find_python() {
@@ -41,7 +43,7 @@ for v in "${versions[@]}"; do
     if ! { [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"; } ||
        ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin >"$log" 2>&1 ||
        ! VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" CARGO_TARGET_DIR="$root/target/py$v" \
-            "$venv/bin/maturin" develop --release --extras test >>"$log" 2>&1; then
+            "$venv/bin/maturin" develop --release --extras "$extras" >>"$log" 2>&1; then
         echo "build failed on CPython $v; log:"
         tail -n 40 "$log"
         outcome[$v]="build failed"

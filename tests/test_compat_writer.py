@@ -542,6 +542,7 @@ def test_compat_pickles_also_load_with_cloudpickle_rs_installed_as_cloudpickle()
         assert not any(
             name.split(".")[0] == "cloudpickle"
             and not getattr(module, "__name__", "").startswith("cloudpickle_rs")
+            and not getattr(module, "__cloudpickle_rs__", False)
             for name, module in sys.modules.items()
         )
         """

@@ -117,6 +117,7 @@ foreign = sorted(
     for name, module in sys.modules.items()
     if name.split(".")[0] == "cloudpickle"
     and not getattr(module, "__name__", "").startswith("cloudpickle_rs")
+    and not getattr(module, "__cloudpickle_rs__", False)
 )
 if foreign:
     raise SystemExit(f"modules that are not cloudpickle_rs served cloudpickle names: {{foreign}}")

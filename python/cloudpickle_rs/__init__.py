@@ -19,6 +19,7 @@ from ._native import (
     register_pickle_by_value,
     unregister_pickle_by_value,
 )
+from ._install import install, uninstall
 
 __version__ = "0.1.0"
 
@@ -42,4 +43,6 @@ __all__ = [
     "unregister_pickle_by_value",
     "list_registry_pickle_by_value",
     "DEFAULT_PROTOCOL",
+    "install",
+    "uninstall",
 ]
