@@ -118,18 +118,29 @@ def picklers():
     return found
 
 
-def best_of(func, repeat):
+def timed(func):
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def best_interleaved(calls, repeat):
+    """{name: (best dumps s, best loads s)} for {name: (dump_call, load_call)}.
+
+    Each round runs every pickler once, so that the machine's drift (other
+    load, frequency changes) hits them all alike; gc is off while timing.
+    """
+    best = {name: [float("inf"), float("inf")] for name in calls}
     gc.collect()
     gc.disable()
     try:
-        best = float("inf")
         for _ in range(repeat):
-            start = time.perf_counter()
-            func()
-            best = min(best, time.perf_counter() - start)
-        return best
+            for name, pair in calls.items():
+                for i, call in enumerate(pair):
+                    best[name][i] = min(best[name][i], timed(call))
     finally:
         gc.enable()
+    return {name: tuple(times) for name, times in best.items()}
 
 
 def peak_memory(func):
@@ -142,36 +153,48 @@ def peak_memory(func):
         tracemalloc.stop()
 
 
-def measure(payload, dumps, out_of_band, repeat):
-    """(dumps s, loads s, size, peak bytes) or None when this pickler cannot."""
-    kwargs = {}
-    buffers = []
-    if out_of_band:
-        kwargs = {"protocol": 5, "buffer_callback": buffers.append}
-    try:
-        data = dumps(payload, **kwargs)
-    except (pickle.PicklingError, AttributeError, TypeError):
-        return None
-    loads = (lambda: pickle.loads(data, buffers=list(buffers))) if out_of_band else (lambda: pickle.loads(data))
-    dump_time = best_of(lambda: (buffers.clear(), dumps(payload, **kwargs)), repeat)
-    load_time = best_of(loads, repeat)
-    peak = peak_memory(lambda: (buffers.clear(), dumps(payload, **kwargs)))
-    return dump_time, load_time, len(data), peak
+def measure(payload, out_of_band, repeat):
+    """{pickler: (dumps s, loads s, size, peak bytes)}, leaving out the
+    picklers that cannot pickle the payload."""
+    calls, sizes, peaks = {}, {}, {}
+    for name, dumps in picklers():
+        buffers = []
+        kwargs = {"protocol": 5, "buffer_callback": buffers.append} if out_of_band else {}
+        try:
+            data = dumps(payload, **kwargs)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            continue
+
+        def dump_call(dumps=dumps, kwargs=kwargs, buffers=buffers):
+            buffers.clear()
+            dumps(payload, **kwargs)
+
+        def load_call(data=data, buffers=list(buffers)):
+            pickle.loads(data, buffers=buffers)
+
+        calls[name] = (dump_call, load_call)
+        sizes[name] = len(data)
+        peaks[name] = peak_memory(dump_call)
+    times = best_interleaved(calls, repeat)
+    return {name: (*times[name], sizes[name], peaks[name]) for name in calls}
 
 
 def round_trip_small_closure(repeat, count):
     """One small closure pickled and loaded `count` times: the cost of shipping a task."""
     task = small_closure()
-    rows = {}
+    calls, sizes = {}, {}
     for name, dumps in picklers():
         try:
             data = dumps(task)
         except (pickle.PicklingError, AttributeError, TypeError):
             continue
-        dump_time = best_of(lambda: [dumps(task) for _ in range(count)], repeat)
-        load_time = best_of(lambda: [pickle.loads(data) for _ in range(count)], repeat)
-        rows[name] = (dump_time, load_time, len(data), None)
-    return rows
+        calls[name] = (
+            lambda dumps=dumps: [dumps(task) for _ in range(count)],
+            lambda data=data: [pickle.loads(data) for _ in range(count)],
+        )
+        sizes[name] = len(data)
+    times = best_interleaved(calls, repeat)
+    return {name: (*times[name], sizes[name], None) for name in calls}
 
 
 def human_bytes(n):
@@ -216,7 +239,7 @@ PAYLOAD_CACHE = {}
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="payloads 10x smaller, for a smoke run")
     parser.add_argument("--only", nargs="*", help="payload names containing these words")
     args = parser.parse_args()
@@ -225,11 +248,7 @@ def main():
         if args.only and not any(word in label for word in args.only):
             continue
         PAYLOAD_CACHE[label] = payload
-        results[label] = {}
-        for name, dumps in picklers():
-            row = measure(payload, dumps, out_of_band, args.repeat)
-            if row is not None:
-                results[label][name] = row
+        results[label] = measure(payload, out_of_band, args.repeat)
     if not args.only or any("closure" in w for w in args.only):
         count = 2000 if args.quick else 20_000
         results[f"1 closure x {count} round trips"] = round_trip_small_closure(args.repeat, count)

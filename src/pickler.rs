@@ -212,20 +212,23 @@ fn reducer_override<'py>(
     }
 }
 
-const INIT_PARAMS: [&str; 3] = ["file", "protocol", "buffer_callback"];
+/// `compat` is taken by `Pickler.__new__` (it picks the class); `__init__`
+/// accepts it so that both see the same arguments.
+const INIT_PARAMS: [&str; 4] = ["file", "protocol", "buffer_callback", "compat"];
+const INIT_POSITIONAL: usize = 3;
 
 /// Binds `__init__(self, file, protocol=None, buffer_callback=None)`'s arguments.
 fn bind_init_args<'py>(
     args: &Bound<'py, PyTuple>,
     kwargs: Option<&Bound<'py, PyDict>>,
-) -> PyResult<[Option<Bound<'py, PyAny>>; 3]> {
-    if args.len() > INIT_PARAMS.len() {
+) -> PyResult<[Option<Bound<'py, PyAny>>; 4]> {
+    if args.len() > INIT_POSITIONAL {
         return Err(PyTypeError::new_err(format!(
             "__init__() takes from 2 to 4 positional arguments but {} were given",
             args.len() + 1
         )));
     }
-    let mut bound: [Option<Bound<'py, PyAny>>; 3] = [None, None, None];
+    let mut bound: [Option<Bound<'py, PyAny>>; 4] = [None, None, None, None];
     for (slot, value) in bound.iter_mut().zip(args.iter()) {
         *slot = Some(value);
     }
@@ -259,7 +262,7 @@ fn pickler_init<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = pickler.py();
     let st = PicklerType::get(py);
-    let [file, protocol, buffer_callback] = bind_init_args(args, kwargs)?;
+    let [file, protocol, buffer_callback, _compat] = bind_init_args(args, kwargs)?;
     let none = || py.None().into_bound(py);
     let protocol = protocol
         .filter(|p| !p.is_none())
@@ -426,7 +429,45 @@ pub fn create_pickler_class<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyType>
     Ok(PicklerType::get(py).cls.bind(py).clone())
 }
 
+/// `Pickler.__new__`: `Pickler(file, ..., compat=True)` makes a
+/// `CompatPickler`, whose output loads with upstream cloudpickle 3.x alone.
+/// Other arguments are left to `__init__` (subclasses have their own).
+#[pyfunction]
+#[pyo3(signature = (cls, *_args, compat = false, **_kwargs))]
+fn pickler_new<'py>(
+    cls: &Bound<'py, PyType>,
+    _args: &Bound<'py, PyTuple>,
+    compat: bool,
+    _kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let st = PicklerType::get(py);
+    let cls = if compat { compat_class(cls)? } else { cls.clone() };
+    st.base.bind(py).call_method1(intern!(py, "__new__"), (cls,))
+}
+
+/// The class `compat=True` instantiates in place of `cls`.
+fn compat_class<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyType>> {
+    let py = cls.py();
+    let compat = statics::compat_pickler(py)?.cast::<PyType>()?.clone();
+    if cls.is_subclass(&compat)? {
+        return Ok(cls.clone());
+    }
+    if cls.is(PicklerType::get(py).cls.bind(py)) {
+        return Ok(compat);
+    }
+    Err(PyTypeError::new_err(format!(
+        "compat=True needs cloudpickle_rs.Pickler itself or a subclass of \
+         cloudpickle_rs.CompatPickler, not {}",
+        cls.qualname()?
+    )))
+}
+
 fn add_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
+    let py = cls.py();
+    let new = wrap_pyfunction!(pickler_new, py)?;
+    let staticmethod = py.import("builtins")?.getattr("staticmethod")?;
+    cls.setattr("__new__", staticmethod.call1((new,))?)?;
     const REDUCER_DOC: &CStr = c"reducer_override(obj)\n--\n\nReduce functions, classes, code objects, cells, methods and modules as cloudpickle does; NotImplemented for everything else.";
     const INIT_DOC: &CStr = c"Initialize self. See help(type(self)) for accurate signature.";
     const DUMP_DOC: &CStr =

@@ -511,6 +511,50 @@ def test_cell_holding_itself(upstream_python):
     )
 
 
+def test_pickler_compat_option_and_compat_pickler_subclasses(upstream_python):
+    payloads = send(
+        """
+        import io
+        import cloudpickle_rs
+
+        class Sub(cloudpickle_rs.CompatPickler):
+            pass
+
+        class Plain(cloudpickle_rs.Pickler):
+            pass
+
+        makers = [
+            lambda f: cloudpickle_rs.Pickler(f, compat=True),
+            lambda f: cloudpickle_rs.CloudPickler(f, 4, compat=True),
+            Sub,
+            lambda f: Sub(f, compat=True),
+        ]
+        written = []
+        for make in makers:
+            buf = io.BytesIO()
+            pickler = make(buf)
+            assert isinstance(pickler, cloudpickle_rs.CompatPickler), type(pickler)
+            pickler.dump(lambda x: x * 3)
+            written.append(buf.getvalue())
+        try:
+            Plain(io.BytesIO(), compat=True)
+        except TypeError as e:
+            assert "CompatPickler" in str(e), e
+        else:
+            raise AssertionError("a plain Pickler subclass cannot write compat pickles")
+        assert type(cloudpickle_rs.Pickler(io.BytesIO(), compat=False)) is cloudpickle_rs.Pickler
+        objs = written
+        """
+    )
+    upstream_loads(
+        upstream_python,
+        payloads,
+        """
+        assert [pickle.loads(p)(2) for p in objs] == [6, 6, 6, 6]
+        """,
+    )
+
+
 def test_without_compat_upstream_cannot_load_it(upstream_python):
     payloads = send("objs = lambda x: x + 1", compat=False)
     result = upstream_run(upstream_python, payloads, "pickle.loads(payloads[0])")

@@ -21,20 +21,11 @@ import textwrap
 
 import pytest
 
-from testutils import subprocess_env
+from testutils import MAKE_PAIR, subprocess_env
 
 ENGINE_TIMEOUT = 240
 
-SHARED_CELL = """
-def make_pair():
-    value = "unset"
-    def put(new):
-        nonlocal value
-        value = new
-    def get():
-        return value
-    return put, get
-
+SHARED_CELL = MAKE_PAIR + """
 put, get = make_pair()
 """
 
@@ -88,18 +79,10 @@ def by_value_package(tmp_path):
     package = root / "cprs_client_only_pkg"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(
-        textwrap.dedent(
+        MAKE_PAIR
+        + textwrap.dedent(
             """
-            def _make_pair():
-                value = "unset"
-                def put(new):
-                    nonlocal value
-                    value = new
-                def get():
-                    return value
-                return put, get
-
-            put, get = _make_pair()
+            put, get = make_pair()
 
             def store_and_read(x):
                 put(x * 2)

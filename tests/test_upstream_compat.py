@@ -89,21 +89,9 @@ else:
 
 INSTALL = "cloudpickle_rs.install()"
 
-# Until cloudpickle_rs.install() exists: what it is to do, by hand.
-INSTALL_BY_HAND = """
-import cloudpickle_rs.cloudpickle
-sys.modules["cloudpickle"] = cloudpickle_rs
-sys.modules["cloudpickle.cloudpickle"] = cloudpickle_rs.cloudpickle
-sys.modules["cloudpickle.cloudpickle_fast"] = cloudpickle_rs.cloudpickle
-"""
-
-
 def isolated_header():
     """Script source: upstream hidden, then cloudpickle-rs serving its names."""
-    import cloudpickle_rs
-
-    install = INSTALL if hasattr(cloudpickle_rs, "install") else INSTALL_BY_HAND
-    return HIDE_UPSTREAM + "\nimport cloudpickle_rs\n" + install + "\n"
+    return HIDE_UPSTREAM + "\nimport cloudpickle_rs\n" + INSTALL + "\n"
 
 
 LOADER = """

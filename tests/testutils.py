@@ -44,6 +44,22 @@ class SubprocessFailure(AssertionError):
     """A helper subprocess exited non-zero; the message carries its stderr."""
 
 
+#: Two closures over one cell, ``put`` and ``get``. cloudpickle-rs keeps them
+#: sharing it, so ``get`` sees what ``put`` stored; upstream cloudpickle gives
+#: each function its own copy, so a test that needs ``get() == new`` after a
+#: round trip proves cloudpickle-rs did the pickling.
+MAKE_PAIR = """
+def make_pair():
+    value = "unset"
+    def put(new):
+        nonlocal value
+        value = new
+    def get():
+        return value
+    return put, get
+"""
+
+
 def subprocess_env(extra=None, sys_path=()):
     """The environment for a helper subprocess.
 

@@ -29,10 +29,20 @@ DEFAULT_PROTOCOL = pickle.HIGHEST_PROTOCOL
 #: Backward-compatible alias, as in cloudpickle.
 CloudPickler = Pickler
 
+
+def __getattr__(name):
+    # CompatPickler (what Pickler(..., compat=True) makes) is imported on first use.
+    if name == "CompatPickler":
+        from ._compat_writer import CompatPickler
+
+        return CompatPickler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "__version__",
     "Pickler",
     "CloudPickler",
+    "CompatPickler",
     "Unpickler",
     "dumps",
     "loads",
