@@ -147,18 +147,34 @@ fn bases_of<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
     }
 }
 
+/// The text of an exact str ("" for one that is not valid UTF-8).
+fn str_of<'a>(key: &'a Bound<'_, PyAny>) -> &'a str {
+    key.cast::<PyString>()
+        .ok()
+        .and_then(|k| k.to_str().ok())
+        .unwrap_or("")
+}
+
 /// The class's own attributes (not identical to a base's), with interned
 /// names in sorted order, as cloudpickle's `_extract_class_dict`.
 fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
     let py = cls.py();
-    let own = cls.getattr(intern!(py, "__dict__"))?;
-    let mut items: Vec<(String, Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::new();
-    for key in own.try_iter()? {
-        let key = key?;
-        let value = own.get_item(&key)?;
-        items.push((key.str()?.to_string(), key, value));
+    let own = cls
+        .getattr(intern!(py, "__dict__"))?
+        .call_method0(intern!(py, "copy"))?
+        .cast_into::<PyDict>()?;
+    let mut items: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = own.iter().collect();
+    // Class dict keys are str in practice: compare them without copying.
+    if items.iter().all(|(k, _)| k.is_exact_instance_of::<PyString>()) {
+        items.sort_by(|a, b| str_of(&a.0).cmp(str_of(&b.0)));
+    } else {
+        let mut keyed = items
+            .into_iter()
+            .map(|(k, v)| Ok((k.str()?.to_string(), k, v)))
+            .collect::<PyResult<Vec<_>>>()?;
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        items = keyed.into_iter().map(|(_, k, v)| (k, v)).collect();
     }
-    items.sort_by(|a, b| a.0.cmp(&b.0));
     let bases = cls
         .getattr(intern!(py, "__bases__"))?
         .cast_into::<PyTuple>()?;
@@ -172,7 +188,7 @@ fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>>
         )?;
     }
     let attributes = PyDict::new(py);
-    for (_, key, value) in items {
+    for (key, value) in items {
         if inherited
             .get_item(&key)?
             .is_some_and(|base_value| base_value.is(&value))
@@ -296,8 +312,10 @@ fn shape(value: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResult<(
         let bytecode = value
             .getattr(intern!(py, "co_code"))?
             .cast_into::<PyBytes>()?;
-        for b in bytecode.as_bytes() {
-            let _ = write!(out, "{b:02x}");
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for &b in bytecode.as_bytes() {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
         }
         let _ = write!(out, "{}", value.getattr(intern!(py, "co_names"))?.repr()?);
         for constant in value
@@ -310,11 +328,6 @@ fn shape(value: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResult<(
         }
     } else if value.is_instance_of::<PyFunction>() {
         shape(&value.getattr(intern!(py, "__code__"))?, out, depth + 1)?;
-    } else if let Some(inner) = ["__func__", "fget"]
-        .iter()
-        .find_map(|a| value.getattr(*a).ok())
-    {
-        shape(&inner, out, depth + 1)?;
     } else if value.is_none()
         || value.is_instance_of::<PyString>()
         || value.is_instance_of::<pyo3::types::PyInt>()
@@ -327,6 +340,12 @@ fn shape(value: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResult<(
             out.push(',');
             shape(&item, out, depth + 1)?;
         }
+    } else if let Some(inner) = ["__func__", "fget"]
+        .iter()
+        .find_map(|a| value.getattr(*a).ok())
+    {
+        // classmethod, staticmethod, property and the like.
+        shape(&inner, out, depth + 1)?;
     }
     Ok(())
 }

@@ -21,10 +21,22 @@ pub fn reduce_function<'py>(
     pickler: &Bound<'py, PyAny>,
     func: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if lookup::function_or_class_by_reference(func)? {
+    let parts = ffi::function_parts(func)?;
+    if !surely_dynamic(&parts) && lookup::function_or_class_by_reference(func)? {
         return Ok(func.py().NotImplemented().into_bound(func.py()));
     }
-    reduce_dynamic_function(pickler, func)
+    reduce_dynamic_function(pickler, func, parts)
+}
+
+/// A function of `__main__`, or a local one: the by-reference lookup would
+/// say "by value" for it (it reads the same `__module__` and `__qualname__`).
+fn surely_dynamic(parts: &ffi::FunctionParts<'_>) -> bool {
+    let is = |value: &Bound<'_, PyAny>, test: fn(&str) -> bool| {
+        value
+            .cast::<PyString>()
+            .is_ok_and(|s| s.to_str().is_ok_and(test))
+    };
+    is(&parts.module, |m| m == "__main__") || is(&parts.qualname, |q| q.contains("<locals>"))
 }
 
 /// `(make_function, (code, base_globals, closure, state, name, qualname))`
@@ -41,9 +53,9 @@ pub fn reduce_function<'py>(
 fn reduce_dynamic_function<'py>(
     pickler: &Bound<'py, PyAny>,
     func: &Bound<'py, PyAny>,
+    parts: ffi::FunctionParts<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = func.py();
-    let parts = ffi::function_parts(func)?;
     let code = parts.code;
     let globals = ffi::function_globals(func);
     let closure = ffi::function_closure(func);
@@ -208,9 +220,7 @@ fn shared_base_globals<'py>(
     globals: &Bound<'py, PyDict>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = pickler.py();
-    let instance_dict = pickler
-        .getattr(intern!(py, "__dict__"))?
-        .cast_into::<PyDict>()?;
+    let instance_dict = ffi::instance_dict(pickler)?;
     let refs = match instance_dict.get_item(intern!(py, "globals_ref"))? {
         Some(refs) => refs.cast_into::<PyDict>()?,
         None => {

@@ -158,6 +158,17 @@ fn mapping_get<'py>(
     }
 }
 
+/// Exactly a tuple, list, dict, set or frozenset: the containers the hook
+/// is called for most.
+#[inline]
+fn is_plain_container(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_exact_instance_of::<PyTuple>()
+        || obj.is_exact_instance_of::<PyDict>()
+        || obj.is_exact_instance_of::<PyList>()
+        || obj.is_exact_instance_of::<pyo3::types::PySet>()
+        || obj.is_exact_instance_of::<pyo3::types::PyFrozenSet>()
+}
+
 /// `Pickler.reducer_override(obj)`: called by the C pickler for every object
 /// it does not write by itself (not for int, str, list, dict, ...).
 fn reducer_override<'py>(
@@ -165,6 +176,11 @@ fn reducer_override<'py>(
     obj: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
+    if is_plain_container(obj) {
+        // The C pickler writes these itself and never consults a dispatch
+        // table for them; upstream's hook leaves them alone too.
+        return Ok(py.NotImplemented().into_bound(py));
+    }
     let st = PicklerType::get(py);
     let kind = Kind::of(obj, st);
     if let Some(table) = ffi::read_object_member(pickler, st.dispatch_offset) {
@@ -609,10 +625,7 @@ fn dumps_reusing<'py>(
     let reset = || -> PyResult<()> {
         chunks.call_method0(intern!(py, "clear"))?;
         pickler.call_method0(intern!(py, "clear_memo"))?;
-        pickler
-            .getattr(intern!(py, "__dict__"))?
-            .cast_into::<PyDict>()?
-            .clear();
+        ffi::instance_dict(pickler)?.clear();
         Ok(())
     };
     // After a failed dump the pickler is dropped rather than trusted again;
@@ -621,9 +634,10 @@ fn dumps_reusing<'py>(
     let small = output
         .as_ref()
         .is_ok_and(|o| o.len().is_ok_and(|n| n <= REUSE_LIMIT));
-    let clean = reset().is_ok() && dumped.is_ok() && small;
+    // (Resetting only what is kept: a dropped pickler frees its memo whole.)
+    let keep = dumped.is_ok() && small && reset().is_ok();
     dumped?;
-    if clean {
+    if keep {
         let mut slots = REUSABLE.lock();
         if slots[index].is_none() {
             slots[index] = Some(reusable);

@@ -401,6 +401,20 @@ pub fn set_cell(cell: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<(
     })
 }
 
+/// `obj.__dict__` read from the instance itself (made on first use), without
+/// looking the attribute up through the type.
+pub fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    // SAFETY: `obj` is live; PyObject_GenericGetDict returns a new reference,
+    // or NULL with an exception set when the instance has no `__dict__` slot.
+    let dict = unsafe {
+        Bound::from_owned_ptr_or_err(
+            obj.py(),
+            ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()),
+        )?
+    };
+    dict.cast_into::<PyDict>().map_err(Into::into)
+}
+
 /// `sys.modules`, as the import system sees it.
 pub fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     // SAFETY: returns a borrowed reference to the interpreter's module dict, or
