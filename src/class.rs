@@ -165,7 +165,10 @@ fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>>
         .cast_into::<PyDict>()?;
     let mut items: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = own.iter().collect();
     // Class dict keys are str in practice: compare them without copying.
-    if items.iter().all(|(k, _)| k.is_exact_instance_of::<PyString>()) {
+    if items
+        .iter()
+        .all(|(k, _)| k.is_exact_instance_of::<PyString>())
+    {
         items.sort_by(|a, b| str_of(&a.0).cmp(str_of(&b.0)));
     } else {
         let mut keyed = items

@@ -3,10 +3,11 @@
 
 use ahash::AHashMap;
 use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyFrozenSet, PyList, PyString, PyTuple, PyWeakrefReference};
+use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString, PyTuple, PyWeakrefReference};
 
 use crate::ffi;
 use crate::reconstruct::Reconstructors;
@@ -360,7 +361,97 @@ pub fn make_code<'py>(
             py.version_info().minor,
         )));
     }
+    // Wrong arity or types are left to `types.CodeType` to report.
+    let bytecode = args.get_item(BYTECODE_ARG).ok();
+    if let Some(bytecode) = bytecode.as_ref().and_then(|b| b.cast::<PyBytes>().ok()) {
+        check_bytecode(bytecode.as_bytes(), opcode_table(py)?)?;
+    }
     statics::code_type(py)?.call1(args)
+}
+
+/// Where `co_code` sits among `types.CodeType`'s arguments (3.9 to 3.13).
+const BYTECODE_ARG: usize = 6;
+
+/// What CPython knows of each opcode, read from the `opcode` module.
+struct OpcodeTable {
+    /// Opcodes a code object's `co_code` can hold: neither specialised nor
+    /// instrumented, which CPython resolves through data a new code object lacks.
+    base: [bool; 256],
+    /// Inline cache units following each opcode (3.11 and later).
+    caches: [u8; 256],
+}
+
+fn opcode_table(py: Python<'_>) -> PyResult<&'static OpcodeTable> {
+    static TABLE: PyOnceLock<OpcodeTable> = PyOnceLock::new();
+    TABLE.get_or_try_init(py, || {
+        let opcode = py.import("opcode")?;
+        let opmap = statics::opmap(py)?;
+        let first_instrumented: usize = match opcode.getattr("MIN_INSTRUMENTED_OPCODE") {
+            Ok(value) => value.extract()?,
+            Err(_) => 256,
+        };
+        let mut table = OpcodeTable {
+            base: [false; 256],
+            caches: [0; 256],
+        };
+        for (name, value) in opmap.cast::<PyDict>()?.iter() {
+            let value: usize = value.extract()?;
+            if value < first_instrumented && !name.eq("ENTER_EXECUTOR")? {
+                table.base[value] = true;
+            }
+        }
+        // A list indexed by opcode up to 3.12, a dict keyed by name from 3.13.
+        if let Ok(entries) = opcode.getattr("_inline_cache_entries") {
+            if let Ok(entries) = entries.cast::<PyDict>() {
+                for (name, count) in entries.iter() {
+                    if let Some(value) = opmap
+                        .get_item(&name)
+                        .ok()
+                        .and_then(|v| v.extract::<usize>().ok())
+                    {
+                        table.caches[value] = count.extract()?;
+                    }
+                }
+            } else {
+                for (value, count) in entries.try_iter()?.enumerate().take(256) {
+                    table.caches[value] = count?.extract()?;
+                }
+            }
+        }
+        Ok(table)
+    })
+}
+
+/// Refuses bytecode that CPython could not have compiled: from 3.11 making a
+/// code object, or reading its `co_code`, walks the instructions trusting
+/// each opcode's count of cache units, so an unknown opcode or caches
+/// running past the end corrupt memory. Running the code is another matter:
+/// loading a pickle runs whatever it ships, by design.
+fn check_bytecode(bytecode: &[u8], table: &OpcodeTable) -> PyResult<()> {
+    let refuse = |what: String| {
+        Err(PyValueError::new_err(format!(
+            "make_code: bytecode that this CPython cannot have compiled: {what}"
+        )))
+    };
+    if bytecode.len() % 2 != 0 {
+        return refuse(format!("odd length {}", bytecode.len()));
+    }
+    let mut at = 0;
+    while at < bytecode.len() {
+        let op = bytecode[at];
+        if !table.base[op as usize] {
+            return refuse(format!("opcode {op} at offset {at}"));
+        }
+        let next = at + 2 * (1 + table.caches[op as usize] as usize);
+        match bytecode.get(at + 2..next) {
+            None => return refuse(format!("opcode {op} at offset {at} lacks its cache units")),
+            Some(cache) if cache.iter().any(|byte| *byte != 0) => {
+                return refuse(format!("non-zero cache after opcode {op} at offset {at}"))
+            }
+            Some(_) => at = next,
+        }
+    }
+    Ok(())
 }
 
 fn describe_version(version: &Bound<'_, PyAny>) -> String {

@@ -458,8 +458,14 @@ fn pickler_new<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let st = PicklerType::get(py);
-    let cls = if compat { compat_class(cls)? } else { cls.clone() };
-    st.base.bind(py).call_method1(intern!(py, "__new__"), (cls,))
+    let cls = if compat {
+        compat_class(cls)?
+    } else {
+        cls.clone()
+    };
+    st.base
+        .bind(py)
+        .call_method1(intern!(py, "__new__"), (cls,))
 }
 
 /// The class `compat=True` instantiates in place of `cls`.

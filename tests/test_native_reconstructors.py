@@ -206,6 +206,67 @@ except pickle.UnpicklingError as e:
     assert "2.7" in out and here in out
 
 
+def test_make_code_refuses_bytecode_cpython_cannot_have_compiled():
+    # From 3.11 CPython walks a new code object's instructions trusting each
+    # opcode's count of inline cache units, so forged bytecode corrupted
+    # memory before any of it ran (found by the fuzz harness: a segfault on
+    # 3.12). Real bytecode, from every code object of a module, still loads.
+    out = run_checks(
+        r"""
+import gc, io, opcode, sys
+from cloudpickle_rs import _native
+
+def make_code_args(code):
+    version, args = _native.Pickler(io.BytesIO()).reducer_override(code)[1]
+    return version, args
+
+def with_bytecode(code, bytecode):
+    version, args = make_code_args(code)
+    return version, tuple(bytecode if a is code.co_code or a == code.co_code else a for a in args)
+
+def walk(code):
+    yield code
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            yield from walk(const)
+
+import json
+source = open(json.__file__.replace("__init__.py", "decoder.py")).read()
+real = list(walk(compile(source, "decoder.py", "exec")))
+for code in real:
+    assert _native.make_code(*make_code_args(code)).co_code == code.co_code
+
+sample = max(real, key=lambda c: len(c.co_code))
+entries = getattr(opcode, "_inline_cache_entries", [])
+if isinstance(entries, dict):  # keyed by name from 3.13
+    cached = [opcode.opmap[name] for name, n in entries.items() if n and name in opcode.opmap]
+else:
+    cached = [op for op, n in enumerate(entries) if n]
+forged = {
+    "fuzz case": b"\xef\x88T\n\x8cT\xab\xc4\xb2'\x93\x94N t0",
+    "odd length": sample.co_code + b"\x00",
+    "unknown opcode": bytes([opcode.opname.index("<255>") if "<255>" in opcode.opname else 255, 0]),
+}
+if cached:
+    forged["caches past the end"] = sample.co_code + bytes([cached[0], 0])
+    forged["cache not zero"] = bytes([cached[0], 0]) + b"\x01\x01" * 20
+if hasattr(opcode, "MIN_INSTRUMENTED_OPCODE"):
+    forged["instrumented opcode"] = bytes([opcode.MIN_INSTRUMENTED_OPCODE, 0]) + sample.co_code
+for label, bytecode in forged.items():
+    try:
+        _native.make_code(*with_bytecode(sample, bytecode))
+    except ValueError as e:
+        assert "make_code" in str(e), e
+        print("refused:", label)
+    else:
+        print("ACCEPTED:", label)
+gc.collect()
+"""
+    )
+    assert "ACCEPTED" not in out
+    assert out.count("refused:") >= 3, out
+
+
 def test_cell_reconstructors():
     run_checks(
         """
