@@ -62,7 +62,7 @@ fn reduce_dynamic_function<'py>(
     let made = code::made_attributes(&code)?;
     let name = differing(ffi::intern(parts.name), &made.get_item(0)?)?;
     let qualname = differing(ffi::intern(parts.qualname), &made.get_item(1)?)?;
-    let mut args = vec![
+    let mut args = [
         Some(code.clone()),
         Some(shared_base_globals(pickler, &globals)?.into_any()),
         closure.clone().map(Bound::into_any),
@@ -71,26 +71,30 @@ fn reduce_dynamic_function<'py>(
         qualname,
     ];
     let referenced = referenced_globals(&code, &globals)?;
-    let submodules = imported_submodules(&code, &referenced, closure.as_ref())?;
+    let submodules = imported_submodules(&code, referenced.as_ref(), closure.as_ref())?;
     let annotations = if parts.has_annotations {
         interned_keys(func.getattr(intern!(py, "__annotations__"))?)?
     } else {
         None
     };
-    let mut state = vec![
-        (!referenced.is_empty()).then(|| referenced.into_any()),
-        present(parts.defaults),
-        interned_keys(parts.kwdefaults)?,
-        annotations,
-        parts.dict.map(interned_keys).transpose()?.flatten(),
-        present(submodules),
-        present(type_params(func)?),
-    ];
+    // `__module__` and `__doc__` go only when not what making the function gives.
     let module = ffi::intern(parts.module);
-    if !module.eq(made_module(&globals)?)? || !parts.doc.eq(made.get_item(2)?)? {
-        state.extend([Some(module), Some(parts.doc)]);
-    }
-    let state = trimmed_tuple(py, state)?;
+    let made_differs =
+        !same(&module, &made_module(&globals)?)? || !same(&parts.doc, &made.get_item(2)?)?;
+    let state = trimmed_tuple(
+        py,
+        [
+            referenced.map(Bound::into_any),
+            present(parts.defaults),
+            interned_keys(parts.kwdefaults)?,
+            annotations,
+            parts.dict.map(interned_keys).transpose()?.flatten(),
+            present(submodules),
+            present(type_params(func)?),
+            made_differs.then_some(module),
+            made_differs.then_some(parts.doc),
+        ],
+    )?;
     let r = Reconstructors::get(py);
     if state.is_empty() {
         return reduce(&r.make_function, trimmed_tuple(py, args)?);
@@ -146,14 +150,24 @@ fn is_plain(value: &Bound<'_, PyAny>, budget: &mut usize) -> bool {
 }
 
 /// The tuple of `items` without its trailing `None`s (which stand for None).
-fn trimmed_tuple<'py>(
+fn trimmed_tuple<'py, const N: usize>(
     py: Python<'py>,
-    mut items: Vec<Option<Bound<'py, PyAny>>>,
+    items: [Option<Bound<'py, PyAny>>; N],
 ) -> PyResult<Bound<'py, PyTuple>> {
-    while items.last().is_some_and(Option::is_none) {
-        items.pop();
-    }
-    PyTuple::new(py, items.into_iter().map(|item| or_none(py, item)))
+    let len = items
+        .iter()
+        .rposition(Option::is_some)
+        .map_or(0, |last| last + 1);
+    PyTuple::new(
+        py,
+        items.into_iter().take(len).map(|item| or_none(py, item)),
+    )
+}
+
+/// `a == b`, without a comparison call when they are one object (the usual
+/// case: names and docs shared with the code object).
+fn same(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(a.is(b) || a.eq(b)?)
 }
 
 /// `value`, unless it equals what the function is made with.
@@ -161,7 +175,7 @@ fn differing<'py>(
     value: Bound<'py, PyAny>,
     made: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    Ok((!value.eq(made)?).then_some(value))
+    Ok((!same(&value, made)?).then_some(value))
 }
 
 /// The `__module__` a function made with `globals` gets: `globals["__name__"]`.
@@ -243,16 +257,19 @@ fn shared_base_globals<'py>(
     Ok(base)
 }
 
-/// `{name: value}` for the globals the code references that exist now.
+/// `{name: value}` for the globals the code references that exist now, or
+/// None when there are none.
 fn referenced_globals<'py>(
     code: &Bound<'py, PyAny>,
     globals: &Bound<'py, PyDict>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<Option<Bound<'py, PyDict>>> {
     let py = code.py();
-    let subset = PyDict::new(py);
+    let mut subset: Option<Bound<'py, PyDict>> = None;
     for name in code::global_names(code)?.iter() {
         if let Some(value) = globals.get_item(&name)? {
-            subset.set_item(name, value)?;
+            subset
+                .get_or_insert_with(|| PyDict::new(py))
+                .set_item(name, value)?;
         }
     }
     Ok(subset)
@@ -263,7 +280,7 @@ fn referenced_globals<'py>(
 /// function so that loading imports them. Sorted by name for determinism.
 fn imported_submodules<'py>(
     code: &Bound<'py, PyAny>,
-    referenced: &Bound<'py, PyDict>,
+    referenced: Option<&Bound<'py, PyDict>>,
     closure: Option<&Bound<'py, PyTuple>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = code.py();
@@ -277,7 +294,7 @@ fn imported_submodules<'py>(
         }
         Ok(())
     };
-    for value in referenced.values() {
+    for (_, value) in referenced.into_iter().flat_map(|r| r.iter()) {
         consider(value)?;
     }
     for cell in closure.into_iter().flat_map(|c| c.iter()) {
