@@ -213,16 +213,15 @@ def test_make_code_refuses_bytecode_cpython_cannot_have_compiled():
     # 3.12). Real bytecode, from every code object of a module, still loads.
     out = run_checks(
         r"""
-import gc, io, opcode, sys
+import gc, io, opcode
 from cloudpickle_rs import _native
 
-def make_code_args(code):
-    version, args = _native.Pickler(io.BytesIO()).reducer_override(code)[1]
-    return version, args
+def make_code_args(code):  # (version, args): what our pickles hand make_code
+    return _native.Pickler(io.BytesIO()).reducer_override(code)[1]
 
 def with_bytecode(code, bytecode):
     version, args = make_code_args(code)
-    return version, tuple(bytecode if a is code.co_code or a == code.co_code else a for a in args)
+    return version, tuple(bytecode if a == code.co_code else a for a in args)
 
 def walk(code):
     yield code
@@ -245,7 +244,7 @@ else:
 forged = {
     "fuzz case": b"\xef\x88T\n\x8cT\xab\xc4\xb2'\x93\x94N t0",
     "odd length": sample.co_code + b"\x00",
-    "unknown opcode": bytes([opcode.opname.index("<255>") if "<255>" in opcode.opname else 255, 0]),
+    "unknown opcode": bytes([255, 0]),  # named by no CPython 3.9-3.13
 }
 if cached:
     forged["caches past the end"] = sample.co_code + bytes([cached[0], 0])
