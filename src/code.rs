@@ -7,7 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString, PyTuple, PyWeakrefReference};
+use pyo3::types::{PyBytes, PyFrozenSet, PyList, PyString, PyTuple, PyWeakrefReference};
 
 use crate::ffi;
 use crate::reconstruct::Reconstructors;
@@ -27,25 +27,76 @@ pub fn python_version(py: Python<'_>) -> &Bound<'_, PyTuple> {
         .bind(py)
 }
 
-struct GlobalOps {
-    load: u8,
-    store: u8,
-    delete: u8,
+/// The opcodes that name globals or read the class namespace; None where the
+/// running version has no such opcode.
+struct NameOps {
+    load_global: u8,
+    store_global: Option<u8>,
+    delete_global: Option<u8>,
+    /// 3.12+: reads a mapping (an annotation scope's `__classdict__`), then
+    /// the globals.
+    load_from_dict_or_globals: Option<u8>,
+    /// 3.12+: reads a mapping, then a closure cell.
+    load_from_dict_or_deref: Option<u8>,
     extended_arg: u8,
 }
 
-fn global_ops(py: Python<'_>) -> PyResult<&'static GlobalOps> {
-    static OPS: PyOnceLock<GlobalOps> = PyOnceLock::new();
+fn name_ops(py: Python<'_>) -> PyResult<&'static NameOps> {
+    static OPS: PyOnceLock<NameOps> = PyOnceLock::new();
     OPS.get_or_try_init(py, || {
+        // A dict up to 3.14, a frozendict from 3.15.
         let opmap = statics::opmap(py)?;
-        let op = |name: &str| -> PyResult<u8> { opmap.get_item(name)?.extract() };
-        Ok(GlobalOps {
-            load: op("LOAD_GLOBAL")?,
-            store: op("STORE_GLOBAL")?,
-            delete: op("DELETE_GLOBAL")?,
-            extended_arg: op("EXTENDED_ARG")?,
+        let op = |name: &str| -> PyResult<Option<u8>> {
+            match opmap.get_item(name) {
+                Ok(value) => Ok(Some(value.extract()?)),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let required = |name: &str| {
+            op(name)?.ok_or_else(|| PyValueError::new_err(format!("opcode.opmap lacks {name}")))
+        };
+        Ok(NameOps {
+            load_global: required("LOAD_GLOBAL")?,
+            store_global: op("STORE_GLOBAL")?,
+            delete_global: op("DELETE_GLOBAL")?,
+            load_from_dict_or_globals: op("LOAD_FROM_DICT_OR_GLOBALS")?,
+            load_from_dict_or_deref: op("LOAD_FROM_DICT_OR_DEREF")?,
+            extended_arg: required("EXTENDED_ARG")?,
         })
     })
+}
+
+/// `(opcode, argument)` for each instruction of `bytecode`, extended
+/// arguments folded in (inline caches come out as opcode 0 and are harmless).
+fn instructions(bytecode: &[u8], extended_arg: u8) -> impl Iterator<Item = (u8, usize)> + '_ {
+    let mut extended: usize = 0;
+    bytecode.chunks_exact(2).map(move |unit| {
+        let (op, arg) = (unit[0], unit[1] as usize | extended);
+        extended = if op == extended_arg { arg << 8 } else { 0 };
+        (op, arg)
+    })
+}
+
+/// `co_code` and `co_names`.
+fn bytecode_and_names<'py>(
+    code: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyTuple>)> {
+    let py = code.py();
+    Ok((
+        code.getattr(intern!(py, "co_code"))?.cast_into()?,
+        code.getattr(intern!(py, "co_names"))?.cast_into()?,
+    ))
+}
+
+/// Pushes `name` unless it is already there.
+fn push_new<'py>(out: &mut Vec<Bound<'py, PyString>>, name: Bound<'py, PyString>) {
+    if !out
+        .iter()
+        .any(|seen| seen.is(&name) || PyAnyMethods::eq(seen.as_any(), &name).unwrap_or(false))
+    {
+        out.push(name);
+    }
 }
 
 /// Names read, written or deleted as globals by `code`'s own instructions, in
@@ -54,32 +105,26 @@ fn walk_global_ops<'py>(
     code: &Bound<'py, PyAny>,
     out: &mut Vec<Bound<'py, PyString>>,
 ) -> PyResult<()> {
-    let py = code.py();
-    let ops = global_ops(py)?;
-    let bytecode = code
-        .getattr(intern!(py, "co_code"))?
-        .cast_into::<PyBytes>()?;
-    let names = code
-        .getattr(intern!(py, "co_names"))?
-        .cast_into::<PyTuple>()?;
-    let mut extended: usize = 0;
-    for unit in bytecode.as_bytes().chunks_exact(2) {
-        let (op, arg) = (unit[0], unit[1] as usize | extended);
-        extended = if op == ops.extended_arg { arg << 8 } else { 0 };
-        if op != ops.load && op != ops.store && op != ops.delete {
+    let ops = name_ops(code.py())?;
+    let (bytecode, names) = bytecode_and_names(code)?;
+    let global_ops = [
+        Some(ops.load_global),
+        ops.store_global,
+        ops.delete_global,
+        ops.load_from_dict_or_globals,
+    ];
+    for (op, arg) in instructions(bytecode.as_bytes(), ops.extended_arg) {
+        if !global_ops.contains(&Some(op)) {
             continue;
         }
         // From 3.11 the low bit of LOAD_GLOBAL's argument is a "push NULL" flag.
-        let index = if cfg!(Py_3_11) && op == ops.load {
+        let index = if cfg!(Py_3_11) && op == ops.load_global {
             arg >> 1
         } else {
             arg
         };
         if let Ok(name) = names.get_item(index) {
-            let name = name.cast_into::<PyString>()?;
-            if !out.iter().any(|seen| seen.is(&name)) {
-                out.push(name);
-            }
+            push_new(out, name.cast_into::<PyString>()?);
         }
     }
     Ok(())
@@ -90,24 +135,85 @@ fn extract_global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     let mut names = Vec::new();
     walk_global_ops(code, &mut names)?;
     // A nested `def` or lambda is a code constant; its globals count as ours.
-    for constant in code
-        .getattr(intern!(py, "co_consts"))?
-        .cast_into::<PyTuple>()?
-        .iter()
-    {
-        if ffi::is_code(&constant) {
-            for name in global_names(&constant)?.iter() {
-                let name = name.cast_into::<PyString>()?;
-                if !names
-                    .iter()
-                    .any(|seen| PyAnyMethods::eq(seen.as_any(), &name).unwrap_or(false))
-                {
-                    names.push(name);
-                }
-            }
+    for constant in nested_codes(code)? {
+        for name in global_names(&constant)?.iter() {
+            push_new(&mut names, name.cast_into::<PyString>()?);
         }
     }
     PyTuple::new(py, names)
+}
+
+/// The code objects among `code`'s constants (its nested functions and lambdas).
+fn nested_codes<'py>(code: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let consts = code
+        .getattr(intern!(code.py(), "co_consts"))?
+        .cast_into::<PyTuple>()?;
+    Ok(consts.iter().filter(ffi::is_code).collect())
+}
+
+/// Names that `code` and its nested code objects look up in the mapping of
+/// a `__classdict__` cell (LOAD_FROM_DICT_OR_GLOBALS, LOAD_FROM_DICT_OR_DEREF).
+fn walk_class_namespace_reads<'py>(
+    code: &Bound<'py, PyAny>,
+    out: &mut Vec<Bound<'py, PyString>>,
+) -> PyResult<()> {
+    let py = code.py();
+    let ops = name_ops(py)?;
+    let (bytecode, names) = bytecode_and_names(code)?;
+    for (op, arg) in instructions(bytecode.as_bytes(), ops.extended_arg) {
+        let name = if Some(op) == ops.load_from_dict_or_globals {
+            names.get_item(arg).ok()
+        } else if Some(op) == ops.load_from_dict_or_deref {
+            code.call_method1(intern!(py, "_varname_from_oparg"), (arg,))
+                .ok()
+        } else {
+            continue;
+        };
+        if let Some(name) = name {
+            push_new(out, name.cast_into::<PyString>()?);
+        }
+    }
+    for constant in nested_codes(code)? {
+        walk_class_namespace_reads(&constant, out)?;
+    }
+    Ok(())
+}
+
+/// For an annotation scope (3.12+: `__annotate__`, a type parameter's bound,
+/// a type alias's value, in a class body), `(i, names)`: its closure's cell
+/// `i` is `__classdict__`, which holds the class's whole namespace, and
+/// `names` are the ones it reads from it. None for any other code.
+pub fn class_namespace_reads<'py>(
+    code: &Bound<'py, PyAny>,
+) -> PyResult<Option<(usize, Bound<'py, PyTuple>)>> {
+    let py = code.py();
+    let found = match cached(code, Derived::ClassNamespace) {
+        Some(found) => found,
+        None => {
+            let freevars = code
+                .getattr(intern!(py, "co_freevars"))?
+                .cast_into::<PyTuple>()?;
+            let index = freevars
+                .iter()
+                .position(|name| name.eq(intern!(py, "__classdict__")).unwrap_or(false));
+            let found = match index {
+                Some(index) => {
+                    let mut names = Vec::new();
+                    walk_class_namespace_reads(code, &mut names)?;
+                    (index, PyTuple::new(py, names)?)
+                        .into_pyobject(py)?
+                        .into_any()
+                }
+                None => py.None().into_bound(py),
+            };
+            remember(code, Derived::ClassNamespace, &found)?;
+            found
+        }
+    };
+    if found.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(found.extract()?))
 }
 
 /// What is derived from a code object, computed once per code object.
@@ -116,11 +222,14 @@ enum Derived {
     GlobalNames = 0,
     Reduction = 1,
     MadeAttributes = 2,
+    ClassNamespace = 3,
 }
+
+const DERIVED: usize = 4;
 
 struct CacheEntry {
     code: Py<PyWeakrefReference>,
-    derived: [Option<Py<PyAny>>; 3],
+    derived: [Option<Py<PyAny>>; DERIVED],
 }
 
 /// Code object address -> what was derived from it. The weak reference tells
@@ -156,7 +265,7 @@ fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) ->
         let key = code.as_ptr() as usize;
         let entry = cache.entry(key).or_insert_with(|| CacheEntry {
             code: weak.clone_ref(py),
-            derived: [None, None, None],
+            derived: Default::default(),
         });
         if !entry
             .code
@@ -168,7 +277,7 @@ fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) ->
                 entry,
                 CacheEntry {
                     code: weak,
-                    derived: [None, None, None],
+                    derived: Default::default(),
                 },
             ));
         }
@@ -217,12 +326,24 @@ pub fn made_attributes<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyT
         .getattr(intern!(py, "co_consts"))?
         .cast_into::<PyTuple>()?;
     let doc = match consts.get_item(0) {
-        Ok(first) if first.is_instance_of::<PyString>() => first,
+        Ok(first) if first.is_instance_of::<PyString>() && has_docstring(code)? => first,
         _ => py.None().into_bound(py),
     };
     let made = PyTuple::new(py, [name, qualname, doc])?;
     remember(code, Derived::MadeAttributes, made.as_any())?;
     Ok(made)
+}
+
+/// Whether a function made from `code` takes its first constant as its
+/// docstring: from 3.14 only when the compiler says so (`CO_HAS_DOCSTRING`),
+/// before whenever that constant is a str.
+fn has_docstring(code: &Bound<'_, PyAny>) -> PyResult<bool> {
+    const CO_HAS_DOCSTRING: u32 = 0x400_0000;
+    if !cfg!(Py_3_14) {
+        return Ok(true);
+    }
+    let flags: u32 = code.getattr(intern!(code.py(), "co_flags"))?.extract()?;
+    Ok(flags & CO_HAS_DOCSTRING != 0)
 }
 
 /// A frozenset constant pickled with its items sorted, so that a code object
@@ -369,7 +490,7 @@ pub fn make_code<'py>(
     statics::code_type(py)?.call1(args)
 }
 
-/// Where `co_code` sits among `types.CodeType`'s arguments (3.9 to 3.13).
+/// Where `co_code` sits among `types.CodeType`'s arguments (3.9 to 3.15).
 const BYTECODE_ARG: usize = 6;
 
 /// What CPython knows of each opcode, read from the `opcode` module.
@@ -394,16 +515,21 @@ fn opcode_table(py: Python<'_>) -> PyResult<&'static OpcodeTable> {
             base: [false; 256],
             caches: [0; 256],
         };
-        for (name, value) in opmap.cast::<PyDict>()?.iter() {
+        for (name, value) in mapping_items(opmap)? {
             let value: usize = value.extract()?;
             if value < first_instrumented && !name.eq("ENTER_EXECUTOR")? {
                 table.base[value] = true;
             }
         }
-        // A list indexed by opcode up to 3.12, a dict keyed by name from 3.13.
+        // A list indexed by opcode up to 3.12, a mapping keyed by name from
+        // 3.13 (a dict, then a frozendict from 3.15).
         if let Ok(entries) = opcode.getattr("_inline_cache_entries") {
-            if let Ok(entries) = entries.cast::<PyDict>() {
-                for (name, count) in entries.iter() {
+            if entries.is_instance_of::<PyList>() {
+                for (value, count) in entries.try_iter()?.enumerate().take(256) {
+                    table.caches[value] = count?.extract()?;
+                }
+            } else {
+                for (name, count) in mapping_items(&entries)? {
                     if let Some(value) = opmap
                         .get_item(&name)
                         .ok()
@@ -412,14 +538,22 @@ fn opcode_table(py: Python<'_>) -> PyResult<&'static OpcodeTable> {
                         table.caches[value] = count.extract()?;
                     }
                 }
-            } else {
-                for (value, count) in entries.try_iter()?.enumerate().take(256) {
-                    table.caches[value] = count?.extract()?;
-                }
             }
         }
         Ok(table)
     })
+}
+
+/// `(key, value)` pairs of any mapping: a dict, or a frozendict (3.15) where
+/// CPython now hands those out.
+fn mapping_items<'py>(
+    mapping: &Bound<'py, PyAny>,
+) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    mapping
+        .call_method0(intern!(mapping.py(), "items"))?
+        .try_iter()?
+        .map(|item| item?.extract())
+        .collect()
 }
 
 /// Refuses bytecode that CPython could not have compiled: from 3.11 making a

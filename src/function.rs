@@ -43,22 +43,23 @@ fn surely_dynamic(parts: &ffi::FunctionParts<'_>) -> bool {
 /// when the state holds only plain values, else the state goes apart:
 /// `(make_function, args, state, None, None, function_setstate)`. Arguments
 /// and state are cut after their last item that is not already what making
-/// the function gives it (see [`function_setstate`]).
+/// the function gives it; the state's layout is [`function_state`].
 ///
 /// The closure holds the function's own cells: cells pickle as empty cells
 /// that are filled afterwards, so a cell shared by two closures stays shared
 /// and a self-referencing closure needs no second copy of the function.
 ///
-/// [`function_setstate`]: crate::reconstruct::function_setstate
+/// [`function_state`]: crate::reconstruct::function_state
 fn reduce_dynamic_function<'py>(
     pickler: &Bound<'py, PyAny>,
     func: &Bound<'py, PyAny>,
     parts: ffi::FunctionParts<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    use crate::reconstruct::function_state as at;
     let py = func.py();
     let code = parts.code;
     let globals = ffi::function_globals(func);
-    let closure = ffi::function_closure(func);
+    let closure = closure_to_pickle(&code, ffi::function_closure(func))?;
     let made = code::made_attributes(&code)?;
     let name = differing(ffi::intern(parts.name), &made.get_item(0)?)?;
     let qualname = differing(ffi::intern(parts.qualname), &made.get_item(1)?)?;
@@ -72,29 +73,25 @@ fn reduce_dynamic_function<'py>(
     ];
     let referenced = referenced_globals(&code, &globals)?;
     let submodules = imported_submodules(&code, referenced.as_ref(), closure.as_ref())?;
-    let annotations = if parts.has_annotations {
-        interned_keys(func.getattr(intern!(py, "__annotations__"))?)?
-    } else {
-        None
-    };
+    let mut state: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
+    if parts.has_annotations {
+        // Already a dict (3.14: computed or assigned): reading it runs nothing.
+        state[at::ANNOTATIONS] = interned_keys(func.getattr(intern!(py, "__annotations__"))?)?;
+    }
+    state[at::ANNOTATE] = parts.annotate;
+    state[at::GLOBALS] = referenced.map(Bound::into_any);
+    state[at::DEFAULTS] = present(parts.defaults);
+    state[at::KWDEFAULTS] = interned_keys(parts.kwdefaults)?;
+    state[at::DICT] = parts.dict.map(interned_keys).transpose()?.flatten();
+    state[at::SUBMODULES] = present(submodules);
+    state[at::TYPE_PARAMS] = present(type_params(func)?);
     // `__module__` and `__doc__` go only when not what making the function gives.
     let module = ffi::intern(parts.module);
-    let made_differs =
-        !same(&module, &made_module(&globals)?)? || !same(&parts.doc, &made.get_item(2)?)?;
-    let state = trimmed_tuple(
-        py,
-        [
-            referenced.map(Bound::into_any),
-            present(parts.defaults),
-            interned_keys(parts.kwdefaults)?,
-            annotations,
-            parts.dict.map(interned_keys).transpose()?.flatten(),
-            present(submodules),
-            present(type_params(func)?),
-            made_differs.then_some(module),
-            made_differs.then_some(parts.doc),
-        ],
-    )?;
+    if !same(&module, &made_module(&globals)?)? || !same(&parts.doc, &made.get_item(2)?)? {
+        state[at::MODULE] = Some(module);
+        state[at::DOC] = Some(parts.doc);
+    }
+    let state = trimmed_tuple(py, state)?;
     let r = Reconstructors::get(py);
     if state.is_empty() {
         return reduce(&r.make_function, trimmed_tuple(py, args)?);
@@ -117,6 +114,43 @@ fn reduce_dynamic_function<'py>(
         ],
     )?
     .into_any())
+}
+
+/// The closure as it travels. An annotation scope of a class body (3.12+:
+/// `__annotate__`, a type parameter's bound) reads class-level names through
+/// its `__classdict__` cell, which holds the class's whole namespace: that
+/// cell travels as a new one holding only the names the scope reads (the
+/// namespace itself would drag every attribute along, `_abc_impl` and all).
+fn closure_to_pickle<'py>(
+    code: &Bound<'py, PyAny>,
+    closure: Option<Bound<'py, PyTuple>>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let Some(closure) = closure else {
+        return Ok(None);
+    };
+    if !cfg!(Py_3_12) {
+        return Ok(Some(closure));
+    }
+    let Some((index, names)) = code::class_namespace_reads(code)? else {
+        return Ok(Some(closure));
+    };
+    let Some(namespace) = closure
+        .get_item(index)
+        .ok()
+        .and_then(|cell| ffi::cell_contents(&cell))
+    else {
+        return Ok(Some(closure));
+    };
+    let py = code.py();
+    let read = PyDict::new(py);
+    for name in names.iter() {
+        if let Some(value) = lookup::mapping_get(&namespace, &name)? {
+            read.set_item(name, value)?;
+        }
+    }
+    let mut cells: Vec<Bound<'py, PyAny>> = closure.iter().collect();
+    cells[index] = ffi::new_cell(py, Some(read.as_any()))?;
+    Ok(Some(PyTuple::new(py, cells)?))
 }
 
 /// How many values [`is_plain`] looks at before it gives up.
@@ -269,7 +303,7 @@ fn referenced_globals<'py>(
         if let Some(value) = globals.get_item(&name)? {
             subset
                 .get_or_insert_with(|| PyDict::new(py))
-                .set_item(name, value)?;
+                .set_item(name, lookup::resolved(value)?)?;
         }
     }
     Ok(subset)

@@ -16,7 +16,9 @@ mod types;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+/// `gil_used`: the registries and class creation rely on the GIL; no
+/// free-threaded CPython has been tested.
+#[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     reconstruct::Reconstructors::register(m)?;
@@ -32,5 +34,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add("PYTHON_VERSION", code::python_version(py))?;
+    m.add(
+        "FUNCTION_STATE",
+        pyo3::types::PyTuple::new(py, reconstruct::function_state::FIELDS)?,
+    )?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! or module by name? Mirrors cloudpickle's `_whichmodule`,
 //! `_lookup_module_and_qualname` and `_should_pickle_by_reference`.
 
-use pyo3::exceptions::PyAttributeError;
+use pyo3::exceptions::{PyAttributeError, PyKeyError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule, PyString};
@@ -23,6 +23,32 @@ pub fn getattr_opt<'py>(
         Err(e) if e.is_instance_of::<PyAttributeError>(obj.py()) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// `mapping[key]`, None on KeyError, for any mapping.
+pub fn mapping_get<'py>(
+    mapping: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match mapping.get_item(key) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.is_instance_of::<PyKeyError>(mapping.py()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A value read from a module namespace as code using it sees it: from 3.15
+/// (PEP 810) a lazily imported name is a `types.LazyImportType` object until
+/// first use, which imports it; that import happens here.
+pub fn resolved(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    #[cfg(Py_3_15)]
+    if value
+        .get_type()
+        .is(crate::statics::lazy_import_type(value.py())?)
+    {
+        return value.call_method0(intern!(value.py(), "resolve"));
+    }
+    Ok(value)
 }
 
 /// Follows a dotted qualified name from `obj`; None where pickle's
@@ -56,7 +82,7 @@ fn attribute<'py>(
     if let Ok(module) = obj.cast_exact::<PyModule>() {
         let namespace = module.dict();
         if let Some(found) = namespace.get_item(name)? {
-            return Ok(Some(found));
+            return resolved(found).map(Some);
         }
         if !namespace.contains(intern!(obj.py(), "__getattr__"))? {
             return Ok(None);

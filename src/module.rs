@@ -26,6 +26,11 @@ pub fn reduce_module<'py>(module: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
     if namespace.contains(intern!(py, "__builtins__"))? {
         namespace.del_item(intern!(py, "__builtins__"))?;
     }
+    if cfg!(Py_3_15) {
+        for (name, value) in namespace.copy()?.iter() {
+            namespace.set_item(name, lookup::resolved(value)?)?;
+        }
+    }
     Ok(PyTuple::new(
         py,
         [

@@ -14,7 +14,7 @@ use std::ffi::CStr;
 
 use ahash::AHashMap;
 
-use pyo3::exceptions::{PyKeyError, PyRecursionError, PyTypeError};
+use pyo3::exceptions::{PyRecursionError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -146,18 +146,6 @@ fn kind_classes(py: Python<'_>) -> PyResult<Vec<(Bound<'_, PyAny>, Kind)>> {
     Ok(found)
 }
 
-/// `table[key]`, None on KeyError, for any mapping.
-fn mapping_get<'py>(
-    table: &Bound<'py, PyAny>,
-    key: &Bound<'py, PyAny>,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
-    match table.get_item(key) {
-        Ok(value) => Ok(Some(value)),
-        Err(e) if e.is_instance_of::<PyKeyError>(table.py()) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Exactly a tuple, list, dict, set or frozenset: the containers the hook
 /// is called for most.
 #[inline]
@@ -188,7 +176,7 @@ fn reducer_override<'py>(
         if kind == Kind::Other {
             return Ok(py.NotImplemented().into_bound(py));
         }
-        if let Some(reduce) = mapping_get(&table, obj.get_type().as_any())? {
+        if let Some(reduce) = crate::lookup::mapping_get(&table, obj.get_type().as_any())? {
             return reduce.call1((obj,));
         }
     } else {

@@ -242,17 +242,46 @@ pub fn make_function<'py>(
     Ok(func)
 }
 
-/// Number of items in a full function state; the last two (`__module__`,
-/// `__doc__`) come only when they differ from what the function gets when
-/// it is made, and trailing None items are left out.
-pub const FUNCTION_STATE_LEN: usize = 9;
+/// The layout of a by-value function's state: the tuple `make_function`
+/// takes as its `state` argument, or `function_setstate` once the function is
+/// memoized. Trailing None items are left out; `MODULE` and `DOC` come
+/// together (only when they differ from what making the function gives it).
+pub mod function_state {
+    /// The globals the code references, merged into the shared globals dict.
+    pub const GLOBALS: usize = 0;
+    pub const DEFAULTS: usize = 1;
+    pub const KWDEFAULTS: usize = 2;
+    /// `__annotations__` as stored: on 3.14, only once computed or assigned.
+    pub const ANNOTATIONS: usize = 3;
+    /// `__annotate__` (3.14, PEP 649), still lazy or beside `ANNOTATIONS`.
+    pub const ANNOTATE: usize = 4;
+    pub const DICT: usize = 5;
+    /// Submodules the body uses: loading the state imports them.
+    pub const SUBMODULES: usize = 6;
+    /// PEP 695 `__type_params__` (3.12+).
+    pub const TYPE_PARAMS: usize = 7;
+    pub const MODULE: usize = 8;
+    pub const DOC: usize = 9;
+    pub const LEN: usize = 10;
+    /// The names of the fields, by position (exported as `_native.FUNCTION_STATE`).
+    pub const FIELDS: [&str; LEN] = [
+        "globals",
+        "defaults",
+        "kwdefaults",
+        "annotations",
+        "annotate",
+        "dict",
+        "submodules",
+        "type_params",
+        "module",
+        "doc",
+    ];
+}
 
-/// Restores a function's state: referenced globals (merged into the shared
-/// globals dict), defaults, keyword defaults, annotations, `__dict__`, the
-/// submodules it needs (imported by loading them), its PEP 695 type
-/// parameters, then `__module__` and `__doc__` when given.
+/// Restores a function's state (see [`function_state`]).
 #[pyfunction]
 pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyResult<()> {
+    use function_state as at;
     let py = func.py();
     if !ffi::is_function(func) {
         return Err(PyTypeError::new_err(format!(
@@ -261,9 +290,11 @@ pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) ->
         )));
     }
     let len = state.len();
-    if len > FUNCTION_STATE_LEN || len == FUNCTION_STATE_LEN - 1 {
+    if len > at::LEN || len == at::DOC {
         return Err(PyValueError::new_err(format!(
-            "function state must have at most 7 items, or {FUNCTION_STATE_LEN}; got {len}"
+            "function state must have at most {} items, or {}; got {len}",
+            at::MODULE,
+            at::LEN
         )));
     }
     let none = py.None().into_bound(py);
@@ -274,33 +305,56 @@ pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) ->
             Ok(none.clone())
         }
     };
-    let referenced = item(0)?;
+    let referenced = item(at::GLOBALS)?;
     if !referenced.is_none() {
         ffi::function_globals(func).update(referenced.cast::<PyDict>()?.as_mapping())?;
     }
-    ffi::set_function_defaults(func, &item(1)?, false)?;
-    ffi::set_function_defaults(func, &item(2)?, true)?;
-    let annotations = item(3)?;
-    if !annotations.is_none() {
-        func.setattr(intern!(py, "__annotations__"), annotations)?;
-    }
-    let attributes = item(4)?;
+    ffi::set_function_defaults(func, &item(at::DEFAULTS)?, false)?;
+    ffi::set_function_defaults(func, &item(at::KWDEFAULTS)?, true)?;
+    set_annotations(func, &item(at::ANNOTATIONS)?, &item(at::ANNOTATE)?)?;
+    let attributes = item(at::DICT)?;
     if !attributes.is_none() {
         let attributes = attributes.cast::<PyDict>()?;
         func.getattr(intern!(py, "__dict__"))?
             .cast::<PyDict>()?
             .update(attributes.as_mapping())?;
     }
-    // Item 5, the submodules, did its work when it was loaded: importing them.
-    let type_params = item(6)?;
+    // The submodules did their work when they were loaded: importing them.
+    let type_params = item(at::TYPE_PARAMS)?;
     if !type_params.is_none() {
         func.setattr(intern!(py, "__type_params__"), type_params)?;
     }
-    if len == FUNCTION_STATE_LEN {
-        func.setattr(intern!(py, "__module__"), item(7)?)?;
-        func.setattr(intern!(py, "__doc__"), item(8)?)?;
+    if len == at::LEN {
+        func.setattr(intern!(py, "__module__"), item(at::MODULE)?)?;
+        func.setattr(intern!(py, "__doc__"), item(at::DOC)?)?;
     }
     Ok(())
+}
+
+/// `__annotations__` and, from 3.14, `__annotate__`, as the sender stored them.
+fn set_annotations(
+    func: &Bound<'_, PyAny>,
+    annotations: &Bound<'_, PyAny>,
+    annotate: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = func.py();
+    if annotate.is_none() {
+        if !annotations.is_none() {
+            func.setattr(intern!(py, "__annotations__"), annotations)?;
+        }
+        return Ok(());
+    }
+    #[cfg(Py_3_14)]
+    {
+        let annotations = (!annotations.is_none())
+            .then(|| annotations.cast::<PyDict>())
+            .transpose()?;
+        ffi::set_function_annotate(func, annotate, annotations)
+    }
+    #[cfg(not(Py_3_14))]
+    Err(PyValueError::new_err(
+        "this function state holds __annotate__, which functions have only from CPython 3.14",
+    ))
 }
 
 /// `make_cell()` is an empty cell; `make_cell(value)` a cell holding `value`.

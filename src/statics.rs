@@ -30,6 +30,11 @@ cached_attr!(opmap, "opcode", "opmap");
 cached_attr!(enum_class, "enum", "Enum");
 cached_attr!(abc_meta, "abc", "ABCMeta");
 cached_attr!(property_type, "builtins", "property");
+#[cfg(Py_3_15)]
+cached_attr!(
+    /// What a lazily imported name (PEP 810) holds until first use.
+    lazy_import_type, "types", "LazyImportType"
+);
 
 pyo3::import_exception!(pickle, PicklingError);
 pyo3::import_exception!(pickle, UnpicklingError);

@@ -594,3 +594,35 @@ def test_compat_pickles_also_load_with_cloudpickle_rs_installed_as_cloudpickle()
     source = isolated_header() + check
     result = run_python(["-c", source], input=payloads[0])
     assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="deferred annotations (PEP 649) are new in 3.14")
+def test_lazy_annotations_and_an_annotated_abc(upstream_python):
+    roundtrip(
+        upstream_python,
+        """
+        import abc
+
+        def f(x: int) -> Missing:
+            return x
+
+        class Shape(abc.ABC):
+            sides: int
+
+            @abc.abstractmethod
+            def area(self, scale: float) -> "Shape": ...
+
+        objs = (f, Shape)
+        """,
+        """
+        import annotationlib
+        f, Shape = objs
+        forward = annotationlib.get_annotations(f, format=annotationlib.Format.FORWARDREF)
+        assert forward["x"] is int and isinstance(forward["return"], annotationlib.ForwardRef)
+        f.__globals__["Missing"] = str
+        assert f.__annotations__ == {"x": int, "return": str}
+        assert Shape.__annotations__ == {"sides": int}
+        assert Shape.area.__annotations__ == {"scale": float, "return": "Shape"}
+        assert f(2) == 2
+        """,
+    )

@@ -106,14 +106,30 @@ def assert_explained(obj, type_name, path, dump=cloudpickle_rs.dumps):
     exc = dumped_error(obj, dump)
     assert type(exc) is type(upstream)
     assert type_name in shown(exc)
-    assert_path_shown(exc, path)
+    assert_path_shown(exc, path, type_name)
     return exc
 
 
-def assert_path_shown(exc, path):
+#: From 3.14 the pickler's own notes name each step through containers and
+#: instance state ("when serializing list item 1"); cloudpickle-rs then adds
+#: its path only where a function, a class or a key's repr lies on the way,
+#: or where the message does not name the culprit's type.
+PICKLER_DESCRIBES_DATA = sys.version_info >= (3, 14)
+
+
+def said_by_the_pickler(exc, path, type_name):
+    through_data = path.startswith("obj") and ".__class__" not in path and "<" not in path
+    return PICKLER_DESCRIBES_DATA and through_data and type_name in str(exc)
+
+
+def assert_path_shown(exc, path, type_name=None):
+    text = shown(exc)
+    if type_name is not None and said_by_the_pickler(exc, path, type_name):
+        assert "when serializing" in text and "reached through" not in text, text
+        return
     # The path ends a line: a note of its own, or the end of the message.
     pattern = re.escape(f"reached through {path}") + "$"
-    assert re.search(pattern, shown(exc), re.MULTILINE), shown(exc)
+    assert re.search(pattern, text, re.MULTILINE), text
 
 
 # --- where the object was reached ---
@@ -288,7 +304,11 @@ def test_every_entry_point(dump):
 def test_path_is_a_note_or_in_the_message():
     upstream = upstream_error(Holder(Connection()))
     exc = dumped_error(Holder(Connection()))
-    if sys.version_info >= (3, 11):
+    if PICKLER_DESCRIBES_DATA:
+        # The pickler's notes already say it: nothing said twice.
+        assert str(exc) == str(upstream)
+        assert exc.__notes__ == upstream.__notes__
+    elif sys.version_info >= (3, 11):
         assert str(exc) == str(upstream)
         assert any("reached through obj.payload.lock" in note for note in exc.__notes__)
     else:
@@ -301,7 +321,7 @@ def test_unpicklable_root_is_left_untouched():
     assert type(exc) is type(upstream)
     assert str(exc) == str(upstream)
     assert "reached through" not in shown(exc)
-    assert not getattr(exc, "__notes__", None)
+    assert getattr(exc, "__notes__", None) == getattr(upstream, "__notes__", None)
 
 
 def test_probes_use_the_picklers_own_dispatch_table():
@@ -319,7 +339,7 @@ def test_probes_use_the_picklers_own_dispatch_table():
     exc = dumped_error(obj, dumper(cloudpickle_rs.Pickler))
     assert type(exc) is type(upstream)
     assert LOCK_TYPE in shown(exc)
-    assert_path_shown(exc, "obj[1].payload")
+    assert_path_shown(exc, "obj[1].payload", LOCK_TYPE)
 
 
 def test_probes_use_the_picklers_class():

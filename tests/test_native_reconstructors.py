@@ -140,9 +140,11 @@ f = _native.make_function(code, {}, (cell,), None, "inner", "outer.<locals>.inne
 assert f() == 5 and f.__qualname__ == "outer.<locals>.inner"
 g = _native.make_function(code, {}, (cell,))
 assert g.__name__ == "inner" and g() == 5
-h = _native.make_function(code, {}, (cell,), (None, None, None, None, {"tag": 1}))
+DICT = _native.FUNCTION_STATE.index("dict")
+h = _native.make_function(code, {}, (cell,), (None,) * DICT + ({"tag": 1},))
 assert h.tag == 1
-for bad_state in ((None, "notatuple"), (None,) * 8, "x"):
+module_without_doc = (None,) * (len(_native.FUNCTION_STATE) - 1)
+for bad_state in ((None, "notatuple"), module_without_doc, "x"):
     try:
         _native.make_function(code, {}, (cell,), bad_state)
     except (TypeError, ValueError):
@@ -165,14 +167,18 @@ def test_function_setstate_rejects_bad_state():
         """
 from cloudpickle_rs import _native
 f = lambda: 0
-good = (None, None, None, None, None, None, None, "m", None)
+FIELDS = _native.FUNCTION_STATE
+def make_state(**fields):
+    return tuple(fields.get(name) for name in FIELDS)
+good = make_state(module="m")
 _native.function_setstate(f, good)
 assert f.__module__ == "m"
 _native.function_setstate(f, ())
 _native.function_setstate(f, (None, (1,)))
 assert f.__defaults__ == (1,) and f.__module__ == "m"
-bad_states = [good[:-1], good + (None,), ("notadict",) + good[1:], (None, "notatuple") + good[2:],
-              (None, None, 5) + good[3:], (None, None, None, 7) + good[4:], good[:4] + ([],) + good[5:]]
+bad_states = [good[:-1], good + (None,), make_state(globals="notadict"),
+              make_state(defaults="notatuple"), make_state(kwdefaults=5), make_state(annotations=7),
+              make_state(dict=[]), make_state(annotate=7), make_state(annotate=len, annotations=[])]
 for state in bad_states:
     try:
         _native.function_setstate(f, state)
@@ -237,14 +243,14 @@ for code in real:
 
 sample = max(real, key=lambda c: len(c.co_code))
 entries = getattr(opcode, "_inline_cache_entries", [])
-if isinstance(entries, dict):  # keyed by name from 3.13
+if hasattr(entries, "items"):  # keyed by name from 3.13 (a frozendict from 3.15)
     cached = [opcode.opmap[name] for name, n in entries.items() if n and name in opcode.opmap]
 else:
     cached = [op for op, n in enumerate(entries) if n]
 forged = {
     "fuzz case": b"\xef\x88T\n\x8cT\xab\xc4\xb2'\x93\x94N t0",
     "odd length": sample.co_code + b"\x00",
-    "unknown opcode": bytes([255, 0]),  # named by no CPython 3.9-3.13
+    "unknown opcode": bytes([255, 0]),  # unknown, or ENTER_EXECUTOR/TRACE_RECORD (3.14+)
 }
 if cached:
     forged["caches past the end"] = sample.co_code + bytes([cached[0], 0])

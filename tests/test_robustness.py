@@ -214,11 +214,27 @@ def deep_outcome(kind, module="cloudpickle_rs", limit=None):
     return result.stdout.decode().strip()
 
 
+RAISED = "raised PicklingError RecursionError"
+ROUND_TRIP = "round trip True"
+
+
+def deep_expected(kind, module):
+    """What 10,000-deep input gives. Before 3.14 the recursion limit stops
+    both picklers. From 3.14 the C pickler guards the C stack instead: the
+    lists and classes round-trip; upstream still stops at closures (each
+    level runs its Python reducer_override, counted against the limit),
+    where cloudpickle-rs's native hook carries on."""
+    if sys.version_info < (3, 14):
+        return RAISED
+    if module == "cloudpickle" and kind == "closures":
+        return RAISED
+    return ROUND_TRIP
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_deep_nesting_raises_what_cloudpickle_raises(kind):
-    ours = deep_outcome(kind)
-    assert ours == "raised PicklingError RecursionError"
-    assert ours == deep_outcome(kind, module="cloudpickle")
+def test_deep_nesting_does_what_cloudpickle_does_or_better(kind):
+    assert deep_outcome(kind, module="cloudpickle") == deep_expected(kind, "cloudpickle")
+    assert deep_outcome(kind) == deep_expected(kind, "cloudpickle_rs")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -226,7 +242,7 @@ def test_deep_nesting_under_a_raised_recursion_limit_never_crashes(kind):
     # With the limit at 100000 the C stack, not the limit, is what runs out
     # first for deep enough input; at 10,000 deep the pickle is still made.
     ours = deep_outcome(kind, limit=100_000)
-    assert ours in ("raised PicklingError RecursionError", "round trip True")
+    assert ours in (RAISED, ROUND_TRIP)
 
 
 # --------------------------------------------------------------------------
@@ -270,8 +286,9 @@ hostile_calls = [
     (_native.make_function, (None, {}, "f", "f", None)),
     (_native.make_function, (code_with_cell, {}, "f", "f", None)),
     (_native.make_function, (code_with_cell, {}, "f", "f", (1,))),
-    (_native.function_setstate, (len, (None,) * 9)),
-    (_native.function_setstate, (make_adder, (None,) * 8)),
+    (_native.function_setstate, (len, (None,) * len(_native.FUNCTION_STATE))),
+    # Module without doc: one item short of a full state.
+    (_native.function_setstate, (make_adder, (None,) * (len(_native.FUNCTION_STATE) - 1))),
     (_native.make_cell, (1, 2)),
     (_native.cell_set, (1, 2)),
     (_native.make_method, (1, 2)),

@@ -1,9 +1,11 @@
 """A function or class pickled by value on one CPython minor version and
 loaded on another fails with an error that names both versions.
 
-The senders are the other CPythons on this machine, importing cloudpickle_rs
-from the package directory, which holds the native module built for each
-version (tests/run_all_pythons.sh builds every version before testing any).
+The senders are the other CPythons the test runner found (3.14 and 3.15 may
+live in the sid chroot), importing cloudpickle_rs from the package directory,
+which holds the native module built for each version (tests/run_all_pythons.sh
+builds every version before testing any). Run on each of the seven versions,
+this covers every ordered pair.
 """
 
 import glob
@@ -15,7 +17,7 @@ import sys
 import pytest
 
 import cloudpickle_rs
-from testutils import TIMEOUT
+from testutils import TIMEOUT, interpreters
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(cloudpickle_rs.__file__))
 HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -42,36 +44,30 @@ sys.stdout.buffer.write(cloudpickle_rs.dumps(payloads[sys.argv[1]]))
 """
 
 
-def pyenv_python(version):
-    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    found = sorted(glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}")))
-    return found[-1] if found else None
-
-
 def built_for(version):
     tag = version.replace(".", "")
     return bool(glob.glob(os.path.join(PACKAGE_DIR, f"_native.cpython-{tag}-*")))
 
 
-OTHER_VERSIONS = [
-    v
-    for v in ("3.9", "3.10", "3.11", "3.12", "3.13")
-    if v != HERE and pyenv_python(v) and built_for(v)
-]
+#: How to run each other CPython 3.9-3.15 the test runner found (pyenv's,
+#: python3.X on PATH, or the sid chroot's 3.14 and 3.15 from the host).
+PYTHONS = {v: argv for v, argv in interpreters().items() if v != HERE}
+OTHER_VERSIONS = sorted((v for v in PYTHONS if built_for(v)), key=lambda v: tuple(map(int, v.split("."))))
 
 
 def test_other_versions_are_available():
-    # The matrix runner builds every installed CPython first; with at least
-    # two of them present, each sees the others.
-    installed = [v for v in ("3.9", "3.10", "3.11", "3.12", "3.13") if pyenv_python(v)]
-    if len(installed) < 2:
-        pytest.skip("only one CPython 3.9-3.13 is installed here")
-    assert OTHER_VERSIONS, f"no cloudpickle_rs build found for {installed} in {PACKAGE_DIR}"
+    # The matrix runner builds every CPython it finds before testing any;
+    # each version's run then loads the pickles of every other one.
+    if not PYTHONS:
+        pytest.skip("run through tests/run_all_pythons.sh to test across versions")
+    assert set(OTHER_VERSIONS) == set(PYTHONS), (
+        f"no cloudpickle_rs build in {PACKAGE_DIR} for {sorted(set(PYTHONS) - set(OTHER_VERSIONS))}"
+    )
 
 
 def pickle_with(version, what):
     result = subprocess.run(
-        [pyenv_python(version), "-I", "-c", SENDER, what, os.path.dirname(PACKAGE_DIR)],
+        [*PYTHONS[version], "-I", "-c", SENDER, what, os.path.dirname(PACKAGE_DIR)],
         capture_output=True,
         timeout=TIMEOUT,
     )

@@ -30,6 +30,7 @@ TIMEOUT = 60
 __all__ = [
     "TESTS_DIR",
     "TIMEOUT",
+    "interpreters",
     "SubprocessFailure",
     "subprocess_env",
     "run_python",
@@ -38,6 +39,32 @@ __all__ = [
     "subprocess_loads",
     "send_and_receive",
 ]
+
+
+#: Written by tests/run_all_pythons.sh: one line "VERSION SIDE PATH CHROOT" per
+#: CPython it found, SIDE being "host" or "chroot" (Debian sid's, in CHROOT).
+INTERPRETERS_FILE = os.path.join(os.path.dirname(TESTS_DIR), ".venvs", "interpreters")
+
+
+def interpreters():
+    """``{"3.11": argv, ...}``: how to start each other CPython the test
+    runner found, from this process (on the host or inside the chroot)."""
+    found = {}
+    try:
+        with open(INTERPRETERS_FILE, encoding="utf-8") as f:
+            lines = [line.split() for line in f]
+    except FileNotFoundError:
+        return found
+    inside = os.environ.get("CPRS_IN_CHROOT") == "1"
+    for version, side, path, chroot in (fields for fields in lines if len(fields) == 4):
+        if side == "chroot" and not inside:
+            # Usable while the runner has the checkout mounted inside.
+            if os.geteuid() == 0 and os.path.isdir(chroot + TESTS_DIR):
+                found[version] = ["chroot", chroot, "/usr/bin/env", "-i", "LANG=C.UTF-8", path]
+        elif os.access(path, os.X_OK):
+            # (Inside the chroot, pyenv's interpreters are mounted at the same path.)
+            found[version] = [path]
+    return found
 
 
 class SubprocessFailure(AssertionError):

@@ -103,38 +103,50 @@ _MAKE_DICT_VIEW = {
 _TYPEVAR_KWARGS = frozenset(("bound", "covariant", "contravariant"))
 
 
+def _state_field(state, name):
+    """A field of our function state (see ``_native.FUNCTION_STATE``), None
+    where the state was cut short."""
+    index = _native.FUNCTION_STATE.index(name)
+    return state[index] if state is not None and index < len(state) else None
+
+
 def _function(func, reduced):
     """``_make_function(code, base_globals, None, None, empty cells)``, then
     ``_function_setstate(func, (func.__dict__, slotstate))`` (upstream's
     ``_dynamic_function_reduce``): the closure's values arrive in the
     slotstate's ``__closure__``, once the function is memoized.
 
-    From our reduction only the code and the base globals (shared by the
-    functions of one ``__globals__`` in this pickle) are taken; the rest is
-    read from the function, as upstream reads it."""
-    code, base_globals = reduced[1][:2]
-    names = _mirror._extract_code_globals(code)
-    func_globals = func.__globals__
-    referenced = {name: func_globals[name] for name in names if name in func_globals}
-    closure = func.__closure__
-    closure_values = [_mirror._get_cell_contents(cell) for cell in closure or ()]
-    dependencies = list(referenced.values()) + closure_values
-    submodules = _mirror._find_imported_submodules(code, dependencies)
+    The code, the base globals (shared by the functions of one ``__globals__``
+    in this pickle), the closure (whose ``__classdict__`` cell holds only the
+    names it is read for), the referenced globals (lazy imports resolved) and
+    the annotations come from our reduction; the rest is read from the
+    function, as upstream reads it."""
+    args = reduced[1]
+    code, base_globals = args[:2]
+    closure = args[2] if len(args) > 2 else None
+    state = reduced[2] if len(reduced) > 2 else (args[3] if len(args) > 3 else None)
+    referenced = _state_field(state, "globals") or {}
     empty_cells = None if closure is None else tuple(types.CellType() for _ in closure)
+    annotate = _state_field(state, "annotate")
+    if annotate is not None and _state_field(state, "annotations") is None:
+        # 3.14, annotations not computed yet: they stay lazy (upstream's
+        # _function_setstate sets every slotstate item it does not know).
+        annotations = ("__annotate__", annotate)
+    else:
+        annotations = ("__annotations__", func.__annotations__)
     slotstate = {
         "__name__": func.__name__,
         "__qualname__": func.__qualname__,
-        "__annotations__": func.__annotations__,
+        annotations[0]: annotations[1],
         "__kwdefaults__": func.__kwdefaults__,
         "__defaults__": func.__defaults__,
         "__module__": func.__module__,
         "__doc__": func.__doc__,
         "__closure__": closure,
-        "_cloudpickle_submodules": submodules,
+        "_cloudpickle_submodules": list(_state_field(state, "submodules") or ()),
         "__globals__": referenced,
     }
     if getattr(func, "__type_params__", ()):
-        # Upstream's _function_setstate sets any other slotstate item as an attribute.
         slotstate["__type_params__"] = func.__type_params__
     state = (dict(func.__dict__), slotstate)
     args = (code, base_globals, None, None, empty_cells)

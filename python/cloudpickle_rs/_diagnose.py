@@ -7,18 +7,21 @@ defaults and ``__dict__``; a class's bases and own attributes; anything else
 through its reduction), and follows, level by level, the first part that
 fails to pickle on its own with the same error. The part where no child fails
 any more is the culprit; its path is added to ``exc``: as a note on 3.11+,
-appended to the message before. The exception keeps its type. A walk that
+appended to the message before (on 3.14+, whose pickler adds a note per level,
+only where a function or class lies on the way or the culprit's type needs
+naming). The exception keeps its type. A walk that
 finds nothing below ``obj``, or that runs out of budget, leaves ``exc`` as is.
 """
 
 import copyreg
-import dis
 import pickle
 import re
 import sys
 import threading
 import time
 import types
+
+from . import _native
 
 #: Pickling attempts one diagnosis may make.
 MAX_PROBES = 2000
@@ -32,7 +35,9 @@ BISECT_FROM = 16
 _NO_MATCH, _LOOSE, _EXACT = 0, 1, 2
 
 _ATOMIC_TYPES = (type(None), bool, int, float, complex, str, bytes)
-_GLOBAL_OPS = frozenset(["LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"])
+_LAZY_IMPORT_TYPE = getattr(types, "LazyImportType", None)
+#: From 3.14 pickling errors carry a note per level ("when serializing ...").
+_PICKLER_DESCRIBES_STEPS = sys.version_info >= (3, 14)
 # Class attributes that cloudpickle leaves out of a class's pickled state.
 _SKIPPED_CLASS_ATTRS = frozenset(
     [
@@ -58,28 +63,69 @@ def annotate(exc, obj, pickler):
         return
     _local.active = True
     try:
-        found = _find_path(exc, obj, pickler)
-        if found is not None:
-            path, culprit = found
-            _add_path(exc, path, culprit)
+        # 3.14's pickler describes where it failed with the reprs of what it
+        # was saving; a repr that raises replaces the error with its own,
+        # the original one becoming its context: explain that one then.
+        for error in (exc, exc.__context__):
+            if not isinstance(error, BaseException):
+                break
+            found = _find_path(error, obj, pickler)
+            if found is not None:
+                path, culprit, through_data = found
+                # From 3.14 the pickler's own notes ("when serializing list
+                # item 1", "... dict item 'lock'") name each step through
+                # containers and instance state: the path alone would add
+                # nothing (naming the culprit's type still does).
+                redundant = through_data and error is exc and _PICKLER_DESCRIBES_STEPS
+                if not (redundant and _names_type(error, culprit)):
+                    _add_path(error, path, culprit)
+                break
     finally:
         _local.active = False
 
 
 def _find_path(exc, obj, pickler):
-    """``(path, culprit)`` for the deepest object below ``obj`` that fails
-    to pickle like ``exc``, or None when that is ``obj`` itself."""
+    """``(path, culprit, through_data)`` for the deepest object below ``obj``
+    that fails to pickle like ``exc``, or None when that is ``obj`` itself.
+    ``through_data``: every step is an item of a container or an attribute
+    of an instance's state (no function, class or other reduction part)."""
     walk = _Walk(exc, pickler)
     path, current = _root_name(obj), obj
     walk.mark_seen(obj)
+    through_data = True
     while True:
         step = walk.failing_child(path, current)
         if step is None:
             break
+        through_data = through_data and _is_data_step(current, step[0][len(path) :])
         path, current = step
     if current is obj:
         return None
-    return path, current
+    return path, current, through_data
+
+
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+_NOT_DATA = (
+    types.FunctionType,
+    type,
+    types.MethodType,
+    types.CellType,
+    types.ModuleType,
+    property,
+    staticmethod,
+    classmethod,
+)
+
+
+def _is_data_step(parent, suffix):
+    """Whether ``parent`` -> ``parent<suffix>`` is an item of a container, or
+    an attribute (``.name``) from an ordinary instance's state."""
+    kind = type(parent)
+    if kind in _CONTAINERS:
+        return suffix.startswith("[")
+    if issubclass(kind, _NOT_DATA):
+        return False
+    return suffix.startswith(".") and suffix[1:].isidentifier() and suffix != ".__class__"
 
 
 class _Walk:
@@ -281,39 +327,38 @@ def _function_children(path, func):
     closure = getattr(func, "__closure__", None) or ()
     freevars = getattr(code, "co_freevars", ())
     for name, cell in zip(freevars, closure):
+        if name == "__classdict__":
+            # A class's namespace, of which only the names read travel.
+            continue
         try:
             yield f"{path}.<closure {name}>", cell.cell_contents
         except ValueError:  # an empty cell
             continue
     func_globals = getattr(func, "__globals__", None)
-    if isinstance(func_globals, dict) and code is not None:
-        for name in _global_names(code):
+    if isinstance(func_globals, dict) and isinstance(code, types.CodeType):
+        for name in _native._extract_code_globals(code):
             if name in func_globals:
-                yield f"{path}.__globals__[{name!r}]", func_globals[name]
+                yield f"{path}.__globals__[{name!r}]", _resolved(func_globals[name])
     for i, default in enumerate(getattr(func, "__defaults__", None) or ()):
         yield f"{path}.__defaults__[{i}]", default
     kwdefaults = getattr(func, "__kwdefaults__", None) or {}
     yield from _mapping_children(path + ".__kwdefaults__", kwdefaults, _key_path)
-    annotations = getattr(func, "__annotations__", None) or {}
-    yield from _mapping_children(path + ".__annotations__", annotations, _key_path)
+    annotate = getattr(func, "__annotate__", None)
+    if annotate is not None:
+        # 3.14: reading __annotations__ could evaluate them; what travels
+        # is the function that computes them.
+        yield f"{path}.__annotate__", annotate
+    else:
+        annotations = getattr(func, "__annotations__", None) or {}
+        yield from _mapping_children(path + ".__annotations__", annotations, _key_path)
     yield from _mapping_children(path, _safe_vars(func), _attribute_path)
 
 
-def _global_names(code, seen=None):
-    """Names the code and its nested code objects read, write or delete as
-    globals (the subset of ``__globals__`` a function by value carries)."""
-    seen = {} if seen is None else seen
-    try:
-        for instruction in dis.get_instructions(code):
-            if instruction.opname in _GLOBAL_OPS and isinstance(instruction.argval, str):
-                seen.setdefault(instruction.argval, None)
-    except Exception:
-        for name in getattr(code, "co_names", ()):
-            seen.setdefault(name, None)
-    for constant in getattr(code, "co_consts", ()):
-        if isinstance(constant, types.CodeType):
-            _global_names(constant, seen)
-    return list(seen)
+def _resolved(value):
+    """A lazily imported name (3.15, PEP 810) as the function sees it."""
+    if _LAZY_IMPORT_TYPE is not None and type(value) is _LAZY_IMPORT_TYPE:
+        return value.resolve()
+    return value
 
 
 def _class_children(path, cls):
@@ -514,12 +559,17 @@ def _same_up_to_addresses(a, b):
 # --- reporting ---
 
 
+def _names_type(exc, culprit):
+    """Whether the message of ``exc`` names the culprit's type."""
+    message = _safe_str(exc)
+    names = {type(culprit).__name__, _type_name(culprit)}
+    return any(f"'{name}'" in message for name in names)
+
+
 def _describe(exc, path, culprit):
     """``reached through PATH``, naming the culprit's type unless the
     message already does."""
-    message = _safe_str(exc)
-    names = {type(culprit).__name__, _type_name(culprit)}
-    if any(f"'{name}'" in message for name in names):
+    if _names_type(exc, culprit):
         return f"reached through {path}"
     return f"'{_type_name(culprit)}' object reached through {path}"
 

@@ -31,6 +31,8 @@ import json
 import pickletools
 import sys
 
+from ._native import FUNCTION_STATE
+
 NATIVE = "cloudpickle_rs._native"
 UPSTREAM_MODULES = (
     "cloudpickle",
@@ -619,10 +621,10 @@ def shipped_function(call, codes):
             state = arg(call.args, 3)
         name, qualname = function_names(call.args)
         name, qualname = name or code_name, qualname or code_qualname
-        if isinstance(state, tuple) and len(state) == 9:
-            module = text(state[7]) or module
-        shipped_globals = dict_keys(arg(state, 0))
-        submodules = module_names(arg(state, 5))
+        if isinstance(state, tuple) and len(state) == len(FUNCTION_STATE):
+            module = text(state[FUNCTION_STATE.index("module")]) or module
+        shipped_globals = dict_keys(arg(state, FUNCTION_STATE.index("globals")))
+        submodules = module_names(arg(state, FUNCTION_STATE.index("submodules")))
     else:
         slots = arg(state, 1)
         slots = slots if isinstance(slots, SymDict) else SymDict()

@@ -43,6 +43,8 @@ def unregister_pickle_by_value(module: types.ModuleType) -> None: ...
 def list_registry_pickle_by_value() -> set[str]: ...
 
 PYTHON_VERSION: Tuple[int, int]
+#: The fields of a by-value function's state, by position (``function_setstate``).
+FUNCTION_STATE: Tuple[str, ...]
 
 # Load-side reconstructors; a pickle names reconstructor() and reaches the
 # others through it.

@@ -276,8 +276,12 @@ pub struct FunctionParts<'py> {
     pub defaults: Bound<'py, PyAny>,
     /// `__kwdefaults__`: None or a dict.
     pub kwdefaults: Bound<'py, PyAny>,
-    /// Whether `__annotations__` was ever set (a tuple on 3.10 until first read).
+    /// Whether `__annotations__` was ever set (a tuple on 3.10 until first read;
+    /// on 3.14, NULL until `__annotations__` is first read or assigned).
     pub has_annotations: bool,
+    /// `__annotate__` (3.14, PEP 649), the function that computes the
+    /// annotations, when there is one; always None before 3.14.
+    pub annotate: Option<Bound<'py, PyAny>>,
     /// `__dict__`, if it was ever created.
     pub dict: Option<Bound<'py, PyAny>>,
     pub module: Bound<'py, PyAny>,
@@ -298,6 +302,10 @@ pub fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<FunctionParts<'
     // pointer is turned into a new strong reference before use.
     unsafe {
         let opt = |p: *mut ffi::PyObject| Bound::from_borrowed_ptr_or_opt(py, p);
+        #[cfg(Py_3_14)]
+        let annotate = opt((*raw).func_annotate).filter(|a| !a.is_none());
+        #[cfg(not(Py_3_14))]
+        let annotate = None;
         Ok(FunctionParts {
             code: Bound::from_borrowed_ptr(py, (*raw).func_code),
             name: Bound::from_borrowed_ptr(py, (*raw).func_name),
@@ -305,11 +313,41 @@ pub fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<FunctionParts<'
             defaults: opt((*raw).func_defaults).unwrap_or_else(none),
             kwdefaults: opt((*raw).func_kwdefaults).unwrap_or_else(none),
             has_annotations: !(*raw).func_annotations.is_null(),
+            annotate,
             dict: opt((*raw).func_dict),
             module: opt((*raw).func_module).unwrap_or_else(none),
             doc: opt((*raw).func_doc).unwrap_or_else(none),
         })
     }
+}
+
+/// Restores lazy annotations (3.14) as CPython stores them: `__annotate__`,
+/// and the dict it already produced when `annotations` is given. (Assigning
+/// either attribute clears the other, so the dict is written directly.)
+#[cfg(Py_3_14)]
+pub fn set_function_annotate(
+    func: &Bound<'_, PyAny>,
+    annotate: &Bound<'_, PyAny>,
+    annotations: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    if !is_function(func) {
+        return Err(PyTypeError::new_err("expected a function"));
+    }
+    // The setter checks that `annotate` is callable and clears the annotations.
+    func.setattr(pyo3::intern!(func.py(), "__annotate__"), annotate)?;
+    if let Some(annotations) = annotations {
+        let raw = func.as_ptr() as *mut ffi::PyFunctionObject;
+        // SAFETY: `func` is a function (checked) and `annotations` an exact or
+        // derived dict, as `func_annotations` requires; the slot's previous
+        // value (NULL after the setter, in practice) is released after the
+        // new one is in place.
+        unsafe {
+            let previous =
+                std::mem::replace(&mut (*raw).func_annotations, annotations.clone().into_ptr());
+            ffi::Py_XDECREF(previous);
+        }
+    }
+    Ok(())
 }
 
 /// Builds a function as `types.FunctionType` does, with a qualified name.

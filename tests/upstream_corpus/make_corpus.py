@@ -1,7 +1,7 @@
 """Regenerates the corpus of pickles written by upstream cloudpickle.
 
-For each upstream version in :data:`VERSIONS` and each CPython 3.9-3.13
-installed by pyenv, this creates a temporary virtualenv holding only that
+For each upstream version in :data:`VERSIONS` and each CPython 3.9-3.15
+found (pyenv's, else ``python3.X`` on ``PATH``), this creates a temporary virtualenv holding only that
 cloudpickle, runs ``generate.py`` there, and keeps
 ``<X.Y>/cloudpickle-<version>.pkl.gz`` and ``.json`` when upstream could
 pickle and load back at least the basic function case on that Python.
@@ -10,15 +10,23 @@ upstream itself did not round-trip, which the test leaves out) or not, and
 why. ``tests/test_upstream_compat.py`` loads the files of the running Python
 with cloudpickle-rs alone.
 
-Regenerate (needs network access to PyPI, or a pip cache holding the five
+Regenerate (needs network access to PyPI, or a pip cache holding the
 versions; takes a few minutes), from the repository root::
 
     python3 tests/upstream_corpus/make_corpus.py            # every combination
     python3 tests/upstream_corpus/make_corpus.py 3.12 3.13  # only these Pythons
+    python3 tests/upstream_corpus/make_corpus.py --upstream 3.1.3  # only this upstream
+
+3.14 and 3.15 live in the sid chroot here (see ``.ci/sid-chroot``)::
+
+    bash .ci/sid-chroot mount
+    bash .ci/sid-chroot run python3.14 tests/upstream_corpus/make_corpus.py 3.14 3.15
+    bash .ci/sid-chroot umount
 
 This script runs on any Python 3.9+ and needs nothing but the standard library.
 """
 
+import argparse
 import glob
 import json
 import os
@@ -28,19 +36,20 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VERSIONS = ("1.6.0", "2.0.0", "2.2.1", "3.0.0", "3.1.2")
-PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
+VERSIONS = ("1.6.0", "2.0.0", "2.2.1", "3.0.0", "3.1.2", "3.1.3")
+PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15")
 MANIFEST = os.path.join(HERE, "MANIFEST.json")
 #: A combination counts as generated only if upstream round-trips this case.
 BASIC_CASE = "lambda"
 
 
-def pyenv_python(minor):
-    """The newest pyenv CPython ``minor`` (e.g. "3.11"), or None."""
+def find_python(minor):
+    """The newest pyenv CPython ``minor`` (e.g. "3.11"), else ``python3.11``
+    on ``PATH``, or None."""
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     pattern = os.path.join(root, "versions", f"{minor}.*", "bin", f"python{minor}")
     found = sorted(glob.glob(pattern), key=version_key)
-    return found[-1] if found else None
+    return found[-1] if found else shutil.which(f"python{minor}")
 
 
 def version_key(path):
@@ -110,17 +119,17 @@ def read_manifest():
     return {}
 
 
-def main(minors):
+def main(minors, versions):
     manifest = read_manifest()
     for minor in minors:
-        python = pyenv_python(minor)
+        python = find_python(minor)
         entries = manifest.setdefault(minor, {})
         if python is None:
-            print(f"{minor}: no pyenv interpreter, skipped")
+            print(f"{minor}: no interpreter found, skipped")
             continue
         out_dir = os.path.join(HERE, minor)
         os.makedirs(out_dir, exist_ok=True)
-        for version in VERSIONS:
+        for version in versions:
             for stale in glob.glob(os.path.join(out_dir, f"cloudpickle-{version}.*")):
                 os.remove(stale)
             entry = generate(python, version, out_dir)
@@ -138,4 +147,8 @@ def main(minors):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or PYTHONS)
+    parser = argparse.ArgumentParser(description="Regenerate the upstream corpus.")
+    parser.add_argument("pythons", nargs="*", default=PYTHONS, help="CPython minor versions")
+    parser.add_argument("--upstream", action="append", help="upstream versions (default: all)")
+    options = parser.parse_args()
+    main(options.pythons, options.upstream or VERSIONS)
