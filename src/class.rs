@@ -2,16 +2,17 @@
 //! (metaclass, name, bases, creation namespace, tracker id) memoized first,
 //! then its attributes. Enums are rebuilt with their members.
 
-use std::fmt::Write as _;
-
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyFunction, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
+use crate::digest;
 use crate::ffi;
 use crate::lookup;
+use crate::name;
+use crate::names;
 use crate::reconstruct::Reconstructors;
 use crate::registry;
 use crate::statics;
@@ -64,6 +65,9 @@ pub fn reduce_class<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
     if lookup::function_or_class_by_reference(cls)? {
         return not_implemented();
     }
+    if let Some(placeholder) = digest::placeholder(cls)? {
+        return Ok(placeholder);
+    }
     let cls = cls.cast::<PyType>()?;
     if cls.is_subclass(statics::enum_class(py)?)? {
         reduce_enum(cls)
@@ -105,36 +109,50 @@ fn reduce_dynamic_class<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, Py
     let own = cls.getattr(intern!(py, "__dict__"))?;
     let namespace = PyDict::new(py);
     if let Ok(module) = own.get_item("__module__") {
-        namespace.set_item(intern!(py, "__module__"), ffi::intern(module))?;
+        namespace.set_item(name!(py, "__module__")?, names::canonical(module)?)?;
     }
     namespace.set_item(
-        intern!(py, "__qualname__"),
-        ffi::intern(cls.getattr(intern!(py, "__qualname__"))?),
+        name!(py, "__qualname__")?,
+        names::canonical(cls.getattr(intern!(py, "__qualname__"))?)?,
     )?;
     if let Ok(slots) = own.get_item("__slots__") {
-        namespace.set_item(intern!(py, "__slots__"), slots)?;
+        namespace.set_item(name!(py, "__slots__")?, slots)?;
     }
     if let Ok(dict_property) = own.get_item("__dict__") {
         if dict_property.is_instance(statics::property_type(py)?)? {
-            namespace.set_item(intern!(py, "__dict__"), dict_property)?;
+            namespace.set_item(name!(py, "__dict__")?, dict_property)?;
         }
     }
     let (attributes, registry) = class_state(cls)?;
-    let tracker_id =
-        registry::tracker_id_for(cls.as_any(), || definition_digest(cls, &attributes))?;
-    let args = PyTuple::new(
-        py,
-        [
-            cls.get_type().into_any(),
-            ffi::intern(cls.getattr(intern!(py, "__name__"))?),
-            bases_of(cls)?,
-            namespace.into_any(),
-            PyString::new(py, &tracker_id).into_any(),
-        ],
-    )?;
+    let parts = [
+        cls.get_type().into_any(),
+        names::canonical(cls.getattr(intern!(py, "__name__"))?)?,
+        bases_of(cls)?,
+        namespace.into_any(),
+    ];
     let state = PyTuple::new(py, [attributes.into_any(), registry])?.into_any();
-    let r = Reconstructors::get(py);
-    with_state(&r.make_class, args, state, &r.class_setstate)
+    tracked(cls, &Reconstructors::get(py).make_class, parts, state)
+}
+
+/// `(make, (*parts, tracker_id), state, None, None, class_setstate)`, the
+/// tracker id derived from the pickle of `parts` and `state` (see [`digest`]).
+fn tracked<'py, const N: usize>(
+    cls: &Bound<'py, PyType>,
+    make: &Py<PyAny>,
+    parts: [Bound<'py, PyAny>; N],
+    state: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let definition = PyTuple::new(py, parts.iter().chain([&state]).collect::<Vec<_>>())?;
+    let tracker_id = registry::tracker_id_for(cls.as_any(), || {
+        digest::tracker_id(cls.as_any(), definition.as_any())
+    })?;
+    if digest::in_progress() {
+        return digest::by_id(py, &tracker_id);
+    }
+    let id = PyString::new(py, &tracker_id).into_any();
+    let args = PyTuple::new(py, parts.into_iter().chain([id]).collect::<Vec<_>>())?;
+    with_state(make, args, state, &Reconstructors::get(py).class_setstate)
 }
 
 /// `__orig_bases__` for generic classes (PEP 560), else `__bases__`.
@@ -155,7 +173,7 @@ fn str_of<'a>(key: &'a Bound<'_, PyAny>) -> &'a str {
         .unwrap_or("")
 }
 
-/// The class's own attributes (not identical to a base's), with interned
+/// The class's own attributes (not identical to a base's), with canonical
 /// names in sorted order, as cloudpickle's `_extract_class_dict`.
 fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
     let py = cls.py();
@@ -198,12 +216,7 @@ fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>>
         {
             continue;
         }
-        let is_name = key.cast::<PyString>().is_ok_and(|k| {
-            k.to_str()
-                .is_ok_and(|k| k == "__module__" || k == "__qualname__")
-        });
-        let value = if is_name { ffi::intern(value) } else { value };
-        attributes.set_item(ffi::intern(key), value)?;
+        attributes.set_item(names::canonical(key)?, value)?;
     }
     Ok(attributes)
 }
@@ -213,7 +226,12 @@ fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>>
 fn class_state<'py>(cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {
     let py = cls.py();
     let attributes = own_attributes(cls)?;
+    // `__module__` travels in the creation namespace (or, for an enum, beside
+    // it); `__slotnames__` is copyreg's cache, made when an instance is first
+    // pickled (it would make the class's next pickle differ).
     for name in [
+        "__module__",
+        "__slotnames__",
         "__weakref__",
         "__dict__",
         "_abc_impl",
@@ -265,101 +283,18 @@ fn class_state<'py>(cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, B
     Ok((attributes, registry))
 }
 
-/// A stable digest of a class definition: its names, metaclass, bases and
-/// the shape of every attribute (the bytecode of its methods, the reprs of
-/// plain values). Equal definitions give equal ids in every process, so
-/// pickling the same class twice gives the same bytes.
-fn definition_digest(cls: &Bound<'_, PyType>, attributes: &Bound<'_, PyDict>) -> PyResult<String> {
-    let py = cls.py();
-    let mut text = String::new();
-    let qualified = |obj: &Bound<'_, PyAny>| -> String {
-        let module = obj
-            .getattr("__module__")
-            .map(|m| m.to_string())
-            .unwrap_or_default();
-        let name = obj
-            .getattr("__qualname__")
-            .map(|m| m.to_string())
-            .unwrap_or_default();
-        format!("{module}.{name}")
-    };
-    let _ = write!(
-        text,
-        "{}|{}|",
-        qualified(cls.as_any()),
-        qualified(cls.get_type().as_any())
-    );
-    for base in cls
-        .getattr(intern!(py, "__bases__"))?
-        .cast_into::<PyTuple>()?
-        .iter()
-    {
-        let _ = write!(text, "{},", qualified(&base));
-    }
-    for (name, value) in attributes.iter() {
-        let _ = write!(text, "|{name}=");
-        shape(&value, &mut text, 0)?;
-    }
-    Ok(registry::digest(&[&text]))
-}
-
-/// Appends a deterministic description of `value` (never an address).
-fn shape(value: &Bound<'_, PyAny>, out: &mut String, depth: usize) -> PyResult<()> {
-    let py = value.py();
-    if depth > 8 {
-        return Ok(());
-    }
-    let type_name = value.get_type().qualname()?.to_string();
-    out.push_str(&type_name);
-    if ffi::is_code(value) {
-        let bytecode = value
-            .getattr(intern!(py, "co_code"))?
-            .cast_into::<PyBytes>()?;
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for &b in bytecode.as_bytes() {
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
-        let _ = write!(out, "{}", value.getattr(intern!(py, "co_names"))?.repr()?);
-        for constant in value
-            .getattr(intern!(py, "co_consts"))?
-            .cast_into::<PyTuple>()?
-            .iter()
-        {
-            out.push(',');
-            shape(&constant, out, depth + 1)?;
-        }
-    } else if value.is_instance_of::<PyFunction>() {
-        shape(&value.getattr(intern!(py, "__code__"))?, out, depth + 1)?;
-    } else if value.is_none()
-        || value.is_instance_of::<PyString>()
-        || value.is_instance_of::<pyo3::types::PyInt>()
-        || value.is_instance_of::<pyo3::types::PyFloat>()
-        || value.is_instance_of::<PyBytes>()
-    {
-        let _ = write!(out, "{}", value.repr()?);
-    } else if let Ok(items) = value.cast::<PyTuple>() {
-        for item in items.iter() {
-            out.push(',');
-            shape(&item, out, depth + 1)?;
-        }
-    } else if let Some(inner) = ["__func__", "fget"]
-        .iter()
-        .find_map(|a| value.getattr(*a).ok())
-    {
-        // classmethod, staticmethod, property and the like.
-        shape(&inner, out, depth + 1)?;
-    }
-    Ok(())
-}
-
-/// Attributes every enum class gets from its metaclass: not shipped.
-const ENUM_INTERNALS: [&str; 5] = [
+/// Attributes every enum class gets from its metaclass: not shipped (the
+/// caches of member values would arrive as copies that no longer share their
+/// strings with the members').
+const ENUM_INTERNALS: [&str; 8] = [
     "_generate_next_value_",
     "_member_names_",
     "_member_map_",
     "_member_type_",
     "_value2member_map_",
+    "_hashable_values_",
+    "_unhashable_values_",
+    "_unhashable_values_map_",
 ];
 
 /// `(make_enum, (bases, name, qualname, members, module, tracker_id), (attributes, None), ..., class_setstate)`.
@@ -374,7 +309,11 @@ fn reduce_enum<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
         .map(|i| i.and_then(|i| i.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>()))
         .collect::<PyResult<Vec<_>>>()?
     {
-        members.set_item(ffi::intern(name), member.getattr(intern!(py, "_value_"))?)?;
+        // A tracked enum keeps its members when loaded again in this process:
+        // a str value shared with other data of the pickle could not stay
+        // shared, so it travels as a name would.
+        let value = names::canonical(member.getattr(intern!(py, "_value_"))?)?;
+        members.set_item(names::canonical(name)?, value)?;
     }
     let (attributes, _) = class_state(cls)?;
     for name in ENUM_INTERNALS
@@ -386,22 +325,15 @@ fn reduce_enum<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
             attributes.del_item(&name)?;
         }
     }
-    let tracker_id =
-        registry::tracker_id_for(cls.as_any(), || definition_digest(cls, &attributes))?;
-    let args = PyTuple::new(
-        py,
-        [
-            cls.getattr(intern!(py, "__bases__"))?,
-            ffi::intern(cls.getattr(intern!(py, "__name__"))?),
-            ffi::intern(cls.getattr(intern!(py, "__qualname__"))?),
-            members.into_any(),
-            cls.getattr(intern!(py, "__module__"))?,
-            PyString::new(py, &tracker_id).into_any(),
-        ],
-    )?;
+    let parts = [
+        cls.getattr(intern!(py, "__bases__"))?,
+        names::canonical(cls.getattr(intern!(py, "__name__"))?)?,
+        names::canonical(cls.getattr(intern!(py, "__qualname__"))?)?,
+        members.into_any(),
+        names::canonical(cls.getattr(intern!(py, "__module__"))?)?,
+    ];
     let state = PyTuple::new(py, [attributes.into_any(), py.None().into_bound(py)])?.into_any();
-    let r = Reconstructors::get(py);
-    with_state(&r.make_enum, args, state, &r.class_setstate)
+    tracked(cls, &Reconstructors::get(py).make_enum, parts, state)
 }
 
 // ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyFrozenSet, PyList, PyString, PyTuple, PyWeakrefReference};
 
 use crate::ffi;
+use crate::names;
 use crate::reconstruct::Reconstructors;
 use crate::statics;
 
@@ -140,6 +141,11 @@ fn extract_global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
             push_new(&mut names, name.cast_into::<PyString>()?);
         }
     }
+    // Canonical (see crate::names): they are written as referenced globals' names.
+    let names = names
+        .into_iter()
+        .map(|name| names::canonical(name.into_any()))
+        .collect::<PyResult<Vec<_>>>()?;
     PyTuple::new(py, names)
 }
 
@@ -377,33 +383,51 @@ fn sorted_frozenset<'py>(set: &Bound<'py, PyFrozenSet>) -> PyResult<Bound<'py, P
         keyed.push((key, item));
     }
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    let items = PyList::new(py, keyed.into_iter().map(|(_, item)| item))?.unbind();
+    let items = keyed
+        .into_iter()
+        .map(|(_, item)| deterministic_const(item))
+        .collect::<PyResult<Vec<_>>>()?;
+    let items = PyList::new(py, items)?.unbind();
     Ok(Bound::new(py, SortedFrozenSet { items })?.into_any())
 }
 
-/// `co_consts` with frozensets replaced by their sorted stand-ins.
-fn deterministic_consts<'py>(consts: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
-    if !consts.iter().any(|c| c.is_instance_of::<PyFrozenSet>()) {
-        return Ok(consts);
+/// A code object's constant as it travels: a frozenset as its sorted
+/// stand-in, a name-like str as its canonical copy (CPython interns those
+/// in every new code object), a tuple with its items treated alike.
+fn deterministic_const<'py>(constant: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let Ok(text) = constant.cast_exact::<PyString>() {
+        if names::is_name_like(text) {
+            return names::canonical(constant);
+        }
+    } else if let Ok(tuple) = constant.cast_exact::<PyTuple>() {
+        return Ok(deterministic_consts(tuple.clone())?.into_any());
+    } else if let Ok(set) = constant.cast::<PyFrozenSet>() {
+        return sorted_frozenset(set);
     }
+    Ok(constant)
+}
+
+/// [`deterministic_const`] of each item of a tuple of constants.
+fn deterministic_consts<'py>(consts: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
     let items = consts
         .iter()
-        .map(|c| match c.cast::<PyFrozenSet>() {
-            Ok(set) => sorted_frozenset(set),
-            Err(_) => Ok(c.clone()),
-        })
+        .map(deterministic_const)
         .collect::<PyResult<Vec<_>>>()?;
     PyTuple::new(consts.py(), items)
 }
 
-/// A new tuple of interned strings: identity inside a code object's name
-/// tuples then never depends on how the sender happened to build them.
-fn interned_tuple<'py>(
+/// A new tuple of the canonical copies of a code object's names (see
+/// [`names`](crate::names)).
+fn canonical_names<'py>(
     code: &Bound<'py, PyAny>,
     attr: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let tuple = code.getattr(attr)?.cast_into::<PyTuple>()?;
-    Ok(PyTuple::new(code.py(), tuple.iter().map(ffi::intern))?.into_any())
+    let items = tuple
+        .iter()
+        .map(names::canonical)
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(PyTuple::new(code.py(), items)?.into_any())
 }
 
 /// The arguments of `types.CodeType(...)` for the running version.
@@ -420,13 +444,13 @@ fn code_args<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
         get(intern!(py, "co_flags"))?,
         get(intern!(py, "co_code"))?,
         consts,
-        interned_tuple(code, intern!(py, "co_names"))?,
-        interned_tuple(code, intern!(py, "co_varnames"))?,
-        ffi::intern(get(intern!(py, "co_filename"))?),
-        ffi::intern(get(intern!(py, "co_name"))?),
+        canonical_names(code, intern!(py, "co_names"))?,
+        canonical_names(code, intern!(py, "co_varnames"))?,
+        names::canonical(get(intern!(py, "co_filename"))?)?,
+        names::canonical(get(intern!(py, "co_name"))?)?,
     ];
     #[cfg(Py_3_11)]
-    args.push(ffi::intern(get(intern!(py, "co_qualname"))?));
+    args.push(names::canonical(get(intern!(py, "co_qualname"))?)?);
     args.push(get(intern!(py, "co_firstlineno"))?);
     #[cfg(Py_3_10)]
     args.push(get(intern!(py, "co_linetable"))?);
@@ -434,8 +458,8 @@ fn code_args<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     args.push(get(intern!(py, "co_lnotab"))?);
     #[cfg(Py_3_11)]
     args.push(get(intern!(py, "co_exceptiontable"))?);
-    args.push(interned_tuple(code, intern!(py, "co_freevars"))?);
-    args.push(interned_tuple(code, intern!(py, "co_cellvars"))?);
+    args.push(canonical_names(code, intern!(py, "co_freevars"))?);
+    args.push(canonical_names(code, intern!(py, "co_cellvars"))?);
     PyTuple::new(py, args)
 }
 

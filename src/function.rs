@@ -8,12 +8,10 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyModule, PyString, P
 use crate::code;
 use crate::ffi;
 use crate::lookup;
+use crate::name;
+use crate::names;
 use crate::reconstruct::Reconstructors;
 use crate::types::reduce;
-
-/// Module attributes kept in a by-value function's globals so that relative
-/// imports in its body still resolve after loading.
-const MODULE_ATTRS: [&str; 4] = ["__package__", "__name__", "__path__", "__file__"];
 
 /// A function importable by name goes by reference (NotImplemented lets the C
 /// pickler save it as a global); any other is rebuilt from its parts.
@@ -61,8 +59,8 @@ fn reduce_dynamic_function<'py>(
     let globals = ffi::function_globals(func);
     let closure = closure_to_pickle(&code, ffi::function_closure(func))?;
     let made = code::made_attributes(&code)?;
-    let name = differing(ffi::intern(parts.name), &made.get_item(0)?)?;
-    let qualname = differing(ffi::intern(parts.qualname), &made.get_item(1)?)?;
+    let name = differing(parts.name, &made.get_item(0)?)?;
+    let qualname = differing(parts.qualname, &made.get_item(1)?)?;
     let mut args = [
         Some(code.clone()),
         Some(shared_base_globals(pickler, &globals)?.into_any()),
@@ -76,19 +74,18 @@ fn reduce_dynamic_function<'py>(
     let mut state: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
     if parts.has_annotations {
         // Already a dict (3.14: computed or assigned): reading it runs nothing.
-        state[at::ANNOTATIONS] = interned_keys(func.getattr(intern!(py, "__annotations__"))?)?;
+        state[at::ANNOTATIONS] = canonical_keys(func.getattr(intern!(py, "__annotations__"))?)?;
     }
     state[at::ANNOTATE] = parts.annotate;
     state[at::GLOBALS] = referenced.map(Bound::into_any);
     state[at::DEFAULTS] = present(parts.defaults);
-    state[at::KWDEFAULTS] = interned_keys(parts.kwdefaults)?;
-    state[at::DICT] = parts.dict.map(interned_keys).transpose()?.flatten();
+    state[at::KWDEFAULTS] = canonical_keys(parts.kwdefaults)?;
+    state[at::DICT] = parts.dict.map(canonical_keys).transpose()?.flatten();
     state[at::SUBMODULES] = present(submodules);
     state[at::TYPE_PARAMS] = present(type_params(func)?);
     // `__module__` and `__doc__` go only when not what making the function gives.
-    let module = ffi::intern(parts.module);
-    if !same(&module, &made_module(&globals)?)? || !same(&parts.doc, &made.get_item(2)?)? {
-        state[at::MODULE] = Some(module);
+    if !same(&parts.module, &made_module(&globals)?)? || !same(&parts.doc, &made.get_item(2)?)? {
+        state[at::MODULE] = Some(names::canonical(parts.module)?);
         state[at::DOC] = Some(parts.doc);
     }
     let state = trimmed_tuple(py, state)?;
@@ -204,12 +201,16 @@ fn same(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(a.is(b) || a.eq(b)?)
 }
 
-/// `value`, unless it equals what the function is made with.
+/// The canonical copy of the name `value`, unless it equals what the
+/// function is made with.
 fn differing<'py>(
     value: Bound<'py, PyAny>,
     made: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    Ok((!same(&value, made)?).then_some(value))
+    if same(&value, made)? {
+        return Ok(None);
+    }
+    names::canonical(value).map(Some)
 }
 
 /// The `__module__` a function made with `globals` gets: `globals["__name__"]`.
@@ -227,10 +228,11 @@ fn or_none<'py>(py: Python<'py>, value: Option<Bound<'py, PyAny>>) -> Bound<'py,
     value.unwrap_or_else(|| py.None().into_bound(py))
 }
 
-/// A copy of a dict with its keys interned (so that memo hits in the pickle
-/// do not depend on which key strings the sender happened to share with its
-/// code), or None for an empty dict or None. Anything else passes through.
-fn interned_keys(value: Bound<'_, PyAny>) -> PyResult<Option<Bound<'_, PyAny>>> {
+/// A copy of a dict with canonical keys (so that memo hits in the pickle do
+/// not depend on which key strings the sender happened to share with its
+/// code or data), or None for an empty dict or None. Anything else passes
+/// through.
+fn canonical_keys(value: Bound<'_, PyAny>) -> PyResult<Option<Bound<'_, PyAny>>> {
     let py = value.py();
     if value.is_none() {
         return Ok(None);
@@ -243,7 +245,7 @@ fn interned_keys(value: Bound<'_, PyAny>) -> PyResult<Option<Bound<'_, PyAny>>> 
     }
     let copy = PyDict::new(py);
     for (k, v) in dict.iter() {
-        copy.set_item(ffi::intern(k), v)?;
+        copy.set_item(names::canonical(k)?, v)?;
     }
     Ok(Some(copy.into_any()))
 }
@@ -282,9 +284,16 @@ fn shared_base_globals<'py>(
         return Ok(base.cast_into::<PyDict>()?);
     }
     let base = PyDict::new(py);
-    for attr in MODULE_ATTRS {
-        if let Some(value) = globals.get_item(attr)? {
-            base.set_item(attr, ffi::intern(value))?;
+    // Module attributes kept so that relative imports in the body still
+    // resolve after loading.
+    for attr in [
+        name!(py, "__package__")?,
+        name!(py, "__name__")?,
+        name!(py, "__path__")?,
+        name!(py, "__file__")?,
+    ] {
+        if let Some(value) = globals.get_item(&attr)? {
+            base.set_item(attr, names::canonical(value)?)?;
         }
     }
     refs.set_item(key, &base)?;

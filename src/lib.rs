@@ -4,10 +4,12 @@
 mod class;
 mod code;
 mod compat;
+mod digest;
 mod ffi;
 mod function;
 mod lookup;
 mod module;
+mod names;
 mod pickler;
 mod reconstruct;
 mod registry;

@@ -75,6 +75,7 @@ pub enum Kind {
     DataclassSingleton,
     TextFile,
     Exception,
+    EnumMember,
     /// A builtin function: one of our reconstructors, or anything else.
     Builtin,
     Other,
@@ -98,6 +99,13 @@ impl Kind {
         }
         if obj.is_instance_of::<pyo3::exceptions::PyBaseException>() && ffi::is_heap_type(&tp) {
             return Kind::Exception;
+        }
+        // Only an enum's class has a metaclass of its own (EnumType): one
+        // pointer comparison for every other object.
+        if !tp.get_type().is(obj.py().get_type::<PyType>())
+            && statics::enum_class(obj.py()).is_ok_and(|e| tp.is_subclass(e).unwrap_or(false))
+        {
+            return Kind::EnumMember;
         }
         Kind::Other
     }
@@ -212,6 +220,7 @@ fn reducer_override<'py>(
             None => Ok(py.NotImplemented().into_bound(py)),
         },
         Kind::Builtin => types::reduce_reconstructor(obj),
+        Kind::EnumMember => types::reduce_enum_member(obj),
         Kind::Other => Ok(py.NotImplemented().into_bound(py)),
     }
 }

@@ -95,9 +95,10 @@ impl Reconstructors {
         let mut names_by_address = AHashMap::new();
         for name in NAMES {
             let function = m.getattr(name)?;
+            let name = crate::names::canonical(PyString::new(m.py(), name).into_any())?;
             names_by_address.insert(
                 function.as_ptr() as usize,
-                PyString::intern(m.py(), name).unbind(),
+                name.cast_into::<PyString>()?.unbind(),
             );
         }
         let found = Reconstructors {

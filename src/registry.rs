@@ -93,8 +93,9 @@ pub fn list_registry_pickle_by_value(py: Python<'_>) -> PyResult<Bound<'_, PySet
 // ---------------------------------------------------------------------------
 // The tracker: objects pickled by value that must keep their identity on the
 // receiving side (classes, TypeVars). Each gets a tracker id derived from its
-// definition, so the same definition pickles to the same bytes in every run;
-// loading two pickles of one id in one process yields one object.
+// definition (see crate::digest), so the same definition pickles to the same
+// bytes in every run; loading two pickles of one id in one process yields one
+// object.
 
 use std::fmt::Write as _;
 
@@ -199,17 +200,4 @@ pub fn lookup_or_track<'py>(obj: Bound<'py, PyAny>, id: &str) -> PyResult<Bound<
 pub fn tracked<'py>(py: Python<'py>, id: &str) -> Option<Bound<'py, PyAny>> {
     let guard = TRACKER.lock();
     guard.as_ref()?.by_id.get(id).and_then(|w| alive(py, w))
-}
-
-/// A stable 64-bit digest (FNV-1a) of a definition's text, as hex: unlike
-/// Python's `hash`, the same under every PYTHONHASHSEED.
-pub fn digest(parts: &[&str]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain(std::iter::once(0u8)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
 }

@@ -5,8 +5,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple};
 
+use crate::digest;
 use crate::ffi;
 use crate::lookup;
+use crate::names;
 use crate::reconstruct::Reconstructors;
 use crate::registry;
 
@@ -113,6 +115,9 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
             return reduce_to_getattr(module, name);
         }
     }
+    if let Some(placeholder) = digest::placeholder(param)? {
+        return Ok(placeholder);
+    }
     let constraints = lookup::getattr_opt(param, intern!(py, "__constraints__"))?
         .unwrap_or_else(|| PyTuple::empty(py).into_any());
     let kwargs = PyDict::new(py);
@@ -135,33 +140,50 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
     if has_default {
         kwargs.set_item("default", param.getattr(intern!(py, "__default__"))?)?;
     }
-    let definition_digest = || -> PyResult<String> {
-        let module = lookup::getattr_opt(param, intern!(py, "__module__"))?
-            .map(|m| m.str().map(|s| s.to_string()))
-            .transpose()?;
-        let definition = [
-            param.get_type().qualname()?.to_string(),
-            module.unwrap_or_default(),
-            name.str()?.to_string(),
-            constraints.repr()?.to_string(),
-            kwargs.repr()?.to_string(),
-        ];
-        Ok(registry::digest(
-            &definition.iter().map(String::as_str).collect::<Vec<_>>(),
-        ))
-    };
-    let tracker_id = registry::tracker_id_for(param, definition_digest)?;
-    let args = PyTuple::new(
-        py,
-        [
-            param.get_type().into_any(),
-            ffi::intern(name),
-            constraints,
-            kwargs.into_any(),
-            PyString::new(py, &tracker_id).into_any(),
-        ],
-    )?;
+    let parts = [
+        param.get_type().into_any(),
+        names::canonical(name)?,
+        constraints,
+        kwargs.into_any(),
+    ];
+    // Its module, though not written, keeps apart same-named parameters of
+    // two modules.
+    let module = lookup::getattr_opt(param, intern!(py, "__module__"))?
+        .unwrap_or_else(|| py.None().into_bound(py));
+    let definition = PyTuple::new(py, parts.iter().chain([&module]).collect::<Vec<_>>())?;
+    let tracker_id =
+        registry::tracker_id_for(param, || digest::tracker_id(param, definition.as_any()))?;
+    if digest::in_progress() {
+        return digest::by_id(py, &tracker_id);
+    }
+    let id = PyString::new(py, &tracker_id).into_any();
+    let args = PyTuple::new(py, parts.into_iter().chain([id]).collect::<Vec<_>>())?;
     reduce(&Reconstructors::get(py).make_type_parameter, args)
+}
+
+/// An enum member as `getattr(its class, its name)`, when that gives it
+/// back and the class keeps `Enum.__reduce_ex__` (which writes the value):
+/// the name is canonical, so which of the sender's strings happened to be
+/// the member's value never changes the bytes.
+pub fn reduce_enum_member<'py>(member: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = member.py();
+    let not_implemented = || Ok(py.NotImplemented().into_bound(py));
+    let cls = member.get_type();
+    let enum_reduce = crate::statics::enum_class(py)?.getattr(intern!(py, "__reduce_ex__"))?;
+    if !cls.getattr(intern!(py, "__reduce_ex__"))?.is(&enum_reduce) {
+        return not_implemented();
+    }
+    let Some(name) = lookup::getattr_opt(member, intern!(py, "_name_"))?
+        .filter(|n| n.is_exact_instance_of::<PyString>())
+    else {
+        return not_implemented();
+    };
+    let members = cls.getattr(intern!(py, "_member_map_"))?;
+    if !lookup::mapping_get(&members, &name)?.is_some_and(|m| m.is(member)) {
+        // A combination of flags, or an alias: not reachable by that name.
+        return not_implemented();
+    }
+    reduce_to_getattr(cls.into_any(), names::canonical(name)?)
 }
 
 /// `property(fget, fset, fdel, doc)` (and `abc.abstractproperty`).

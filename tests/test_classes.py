@@ -5,6 +5,7 @@ pickles objects with cloudpickle_rs, and a RECEIVER fresh interpreter that
 lacks the sender's code, loads them with plain ``pickle`` and asserts.
 """
 
+import pickle
 import sys
 
 import pytest
@@ -163,6 +164,71 @@ def test_distinct_live_classes_with_one_definition_stay_distinct():
         assert A is not B and type(a) is A and type(b) is B
         """,
     )
+
+
+LONG_LIVED_WORKER = """
+    import pickle, sys
+    loaded = [pickle.loads(payload) for payload in pickle.load(sys.stdin.buffer)]
+    print(*[cls().get() for cls in loaded])
+    print(len({id(cls) for cls in loaded}))
+"""
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "    threshold = [{value}]\n    def get(self):\n        return self.threshold[0]\n",
+        "    def get(self, threshold={value}):\n        return threshold\n",
+        "    def get(self):\n        return THRESHOLD\n",
+        "    def get(self):\n        return pick()\n",
+    ],
+    ids=["list attribute", "method default", "global of a method", "function a method calls"],
+)
+def test_classes_that_differ_in_any_pickled_value_stay_apart_in_one_worker(variant, tmp_path):
+    # Two senders whose Cfg differs in one value a digest of the code alone
+    # cannot see; one long-lived worker loads both, then both again. (One
+    # script path for every run: `__file__` is part of what is pickled.)
+    def sender(value):
+        return (
+            f"THRESHOLD = {value}\n"
+            f"def pick():\n    return THRESHOLD\n"
+            f"class Cfg:\n{variant.format(value=value)}"
+            "objs = Cfg\n"
+        )
+
+    payloads = [run_sender(sender(v), script_dir=str(tmp_path)) for v in (0.5, 0.9, 0.5, 0.9)]
+    assert payloads[0] == payloads[2] and payloads[1] == payloads[3]
+    out = run_script(LONG_LIVED_WORKER, input=pickle.dumps(payloads)).split()
+    assert out == ["0.5", "0.9", "0.5", "0.9", "2"]
+
+
+def test_classes_referring_to_each_other_are_tracked():
+    # A cycle of definitions cannot be described from its own bytes: each
+    # class gets an id of its own process; it still loads as one class.
+    payload = run_sender(
+        """
+        class Node:
+            def child(self):
+                return Leaf()
+        class Leaf:
+            def parent(self):
+                return Node()
+        objs = (Node, Leaf, Node, Node().child())
+        """
+    )
+    out = run_script(
+        """
+        import pickle, sys
+        data = sys.stdin.buffer.read()
+        Node, Leaf, again, leaf = pickle.loads(data)
+        assert again is Node and type(leaf) is Leaf
+        assert isinstance(Node().child(), Leaf) and isinstance(Leaf().parent(), Node)
+        assert pickle.loads(data)[0] is Node
+        print("ok")
+        """,
+        input=payload,
+    )
+    assert out.split() == ["ok"]
 
 
 def test_enums_with_aliases_methods_and_flags():
