@@ -173,8 +173,28 @@ fn str_of<'a>(key: &'a Bound<'_, PyAny>) -> &'a str {
         .unwrap_or("")
 }
 
+/// Attributes a class made again has before its state is set (from its
+/// creation namespace, or from `type()` itself), in the order it gets them.
+const MADE_FIRST: [&str; 3] = ["__slots__", "__orig_bases__", "__doc__"];
+/// Attributes that setting any other moves to the end (3.13's `__firstlineno__`).
+const MOVED_LAST: [&str; 1] = ["__firstlineno__"];
+
+/// Where an attribute goes in the written order: those in [`MADE_FIRST`]
+/// first (in its order), then the others, then those in [`MOVED_LAST`].
+fn written_rank(name: &str) -> (u8, usize) {
+    if let Some(i) = MADE_FIRST.iter().position(|n| *n == name) {
+        (0, i)
+    } else if MOVED_LAST.contains(&name) {
+        (2, 0)
+    } else {
+        (1, 0)
+    }
+}
+
 /// The class's own attributes (not identical to a base's), with canonical
-/// names in sorted order, as cloudpickle's `_extract_class_dict`.
+/// names, in definition order (`vars(cls)`) except for [`MADE_FIRST`] and
+/// [`MOVED_LAST`]: so the class made from them lists them in the same
+/// order, and pickles to the same bytes again.
 fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
     let py = cls.py();
     let own = cls
@@ -182,20 +202,8 @@ fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>>
         .call_method0(intern!(py, "copy"))?
         .cast_into::<PyDict>()?;
     let mut items: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = own.iter().collect();
-    // Class dict keys are str in practice: compare them without copying.
-    if items
-        .iter()
-        .all(|(k, _)| k.is_exact_instance_of::<PyString>())
-    {
-        items.sort_by(|a, b| str_of(&a.0).cmp(str_of(&b.0)));
-    } else {
-        let mut keyed = items
-            .into_iter()
-            .map(|(k, v)| Ok((k.str()?.to_string(), k, v)))
-            .collect::<PyResult<Vec<_>>>()?;
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        items = keyed.into_iter().map(|(_, k, v)| (k, v)).collect();
-    }
+    // A stable sort: definition order within each rank.
+    items.sort_by_key(|(key, _)| written_rank(str_of(key)));
     let bases = cls
         .getattr(intern!(py, "__bases__"))?
         .cast_into::<PyTuple>()?;

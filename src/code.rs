@@ -7,7 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyFrozenSet, PyList, PyString, PyTuple, PyWeakrefReference};
+use pyo3::types::{PyBytes, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyWeakrefReference};
 
 use crate::ffi;
 use crate::names;
@@ -90,22 +90,32 @@ fn bytecode_and_names<'py>(
     ))
 }
 
-/// Pushes `name` unless it is already there.
-fn push_new<'py>(out: &mut Vec<Bound<'py, PyString>>, name: Bound<'py, PyString>) {
-    if !out
-        .iter()
-        .any(|seen| seen.is(&name) || PyAnyMethods::eq(seen.as_any(), &name).unwrap_or(false))
-    {
-        out.push(name);
+/// Names in order of first appearance, each once.
+struct UniqueNames<'py> {
+    order: Vec<Bound<'py, PyString>>,
+    seen: Bound<'py, PySet>,
+}
+
+impl<'py> UniqueNames<'py> {
+    fn new(py: Python<'py>) -> PyResult<Self> {
+        Ok(Self {
+            order: Vec::new(),
+            seen: PySet::empty(py)?,
+        })
+    }
+
+    fn push(&mut self, name: Bound<'py, PyString>) -> PyResult<()> {
+        if !self.seen.contains(&name)? {
+            self.seen.add(&name)?;
+            self.order.push(name);
+        }
+        Ok(())
     }
 }
 
 /// Names read, written or deleted as globals by `code`'s own instructions, in
 /// order of first use (a deterministic order, unlike a set's).
-fn walk_global_ops<'py>(
-    code: &Bound<'py, PyAny>,
-    out: &mut Vec<Bound<'py, PyString>>,
-) -> PyResult<()> {
+fn walk_global_ops<'py>(code: &Bound<'py, PyAny>, out: &mut UniqueNames<'py>) -> PyResult<()> {
     let ops = name_ops(code.py())?;
     let (bytecode, names) = bytecode_and_names(code)?;
     let global_ops = [
@@ -125,7 +135,7 @@ fn walk_global_ops<'py>(
             arg
         };
         if let Ok(name) = names.get_item(index) {
-            push_new(out, name.cast_into::<PyString>()?);
+            out.push(name.cast_into::<PyString>()?)?;
         }
     }
     Ok(())
@@ -133,16 +143,17 @@ fn walk_global_ops<'py>(
 
 fn extract_global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     let py = code.py();
-    let mut names = Vec::new();
+    let mut names = UniqueNames::new(py)?;
     walk_global_ops(code, &mut names)?;
     // A nested `def` or lambda is a code constant; its globals count as ours.
     for constant in nested_codes(code)? {
         for name in global_names(&constant)?.iter() {
-            push_new(&mut names, name.cast_into::<PyString>()?);
+            names.push(name.cast_into::<PyString>()?)?;
         }
     }
     // Canonical (see crate::names): they are written as referenced globals' names.
     let names = names
+        .order
         .into_iter()
         .map(|name| names::canonical(name.into_any()))
         .collect::<PyResult<Vec<_>>>()?;
@@ -161,7 +172,7 @@ fn nested_codes<'py>(code: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>
 /// a `__classdict__` cell (LOAD_FROM_DICT_OR_GLOBALS, LOAD_FROM_DICT_OR_DEREF).
 fn walk_class_namespace_reads<'py>(
     code: &Bound<'py, PyAny>,
-    out: &mut Vec<Bound<'py, PyString>>,
+    out: &mut UniqueNames<'py>,
 ) -> PyResult<()> {
     let py = code.py();
     let ops = name_ops(py)?;
@@ -176,7 +187,7 @@ fn walk_class_namespace_reads<'py>(
             continue;
         };
         if let Some(name) = name {
-            push_new(out, name.cast_into::<PyString>()?);
+            out.push(name.cast_into::<PyString>()?)?;
         }
     }
     for constant in nested_codes(code)? {
@@ -204,9 +215,9 @@ pub fn class_namespace_reads<'py>(
                 .position(|name| name.eq(intern!(py, "__classdict__")).unwrap_or(false));
             let found = match index {
                 Some(index) => {
-                    let mut names = Vec::new();
+                    let mut names = UniqueNames::new(py)?;
                     walk_class_namespace_reads(code, &mut names)?;
-                    (index, PyTuple::new(py, names)?)
+                    (index, PyTuple::new(py, names.order)?)
                         .into_pyobject(py)?
                         .into_any()
                 }

@@ -23,6 +23,9 @@ pub fn reduce_function<'py>(
     if !surely_dynamic(&parts) && lookup::function_or_class_by_reference(func)? {
         return Ok(func.py().NotImplemented().into_bound(func.py()));
     }
+    if let Some(reduced) = crate::stdlib::reduce_singledispatch(func, &parts.code)? {
+        return Ok(reduced);
+    }
     reduce_dynamic_function(pickler, func, parts)
 }
 

@@ -14,6 +14,7 @@ mod pickler;
 mod reconstruct;
 mod registry;
 mod statics;
+mod stdlib;
 mod types;
 
 use pyo3::prelude::*;

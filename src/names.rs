@@ -33,11 +33,18 @@ pub fn canonical<'py>(s: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Some(copy) = table.get_item(text)? {
         return Ok(copy);
     }
-    // A new object of the same value (CPython's one-character and empty
-    // strings are shared singletons anyway, the same in every process). A
-    // str that is not valid UTF-8 (lone surrogates) stands for itself.
+    // A new object of the same value, also for one character (whose str
+    // constructors return CPython's shared object, which the unpickler gives
+    // data too). The empty str is one object everywhere; a str that is not
+    // valid UTF-8 (lone surrogates) stands for itself.
     let copy = match text.to_str() {
-        Ok(value) => PyString::new(py, value).into_any(),
+        Ok(value) => {
+            let mut chars = value.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => crate::ffi::unshared_char(py, c)?.into_any(),
+                _ => PyString::new(py, value).into_any(),
+            }
+        }
         Err(_) => s.clone(),
     };
     table.set_item(&copy, &copy)?;

@@ -22,7 +22,7 @@ use pyo3::types::{IntoPyDict, PyBytes, PyDict, PyList, PyString, PyTuple, PyType
 
 use crate::ffi::{self, MethodImpl};
 use crate::statics::{self, PicklingError};
-use crate::{class, code, function, meth_o, meth_varargs, module, types};
+use crate::{class, code, function, meth_o, meth_varargs, module, stdlib, types};
 
 struct PicklerType {
     cls: Py<PyType>,
@@ -74,8 +74,18 @@ pub enum Kind {
     DataclassFieldType,
     DataclassSingleton,
     TextFile,
+    /// Such as the `sys.stdout` of pytest's output capture.
+    TextFileSubclass,
     Exception,
     EnumMember,
+    LruCache,
+    CachedProperty,
+    SingleDispatchMethod,
+    /// `typing.NewType` from 3.10 (a class; 3.9's NewType makes functions).
+    NewType,
+    ContextVar,
+    WeakDictionary,
+    Traceback,
     /// A builtin function: one of our reconstructors, or anything else.
     Builtin,
     Other,
@@ -97,8 +107,14 @@ impl Kind {
         if obj.is_instance_of::<pyo3::types::PyModule>() {
             return Kind::Module;
         }
-        if obj.is_instance_of::<pyo3::exceptions::PyBaseException>() && ffi::is_heap_type(&tp) {
+        if obj.is_instance_of::<pyo3::exceptions::PyBaseException>() {
             return Kind::Exception;
+        }
+        // io.TextIOWrapper itself is in `kinds`.
+        if ffi::is_heap_type(&tp)
+            && statics::text_io_wrapper(obj.py()).is_ok_and(|t| tp.is_subclass(t).unwrap_or(false))
+        {
+            return Kind::TextFileSubclass;
         }
         // Only an enum's class has a metaclass of its own (EnumType): one
         // pointer comparison for every other object.
@@ -140,6 +156,18 @@ fn kind_classes(py: Python<'_>) -> PyResult<Vec<(Bound<'_, PyAny>, Kind)>> {
         ("dataclasses", "_MISSING_TYPE", Kind::DataclassSingleton),
         ("dataclasses", "_KW_ONLY_TYPE", Kind::DataclassSingleton),
         ("io", "TextIOWrapper", Kind::TextFile),
+        ("functools", "_lru_cache_wrapper", Kind::LruCache),
+        ("functools", "cached_property", Kind::CachedProperty),
+        (
+            "functools",
+            "singledispatchmethod",
+            Kind::SingleDispatchMethod,
+        ),
+        ("typing", "NewType", Kind::NewType),
+        ("contextvars", "ContextVar", Kind::ContextVar),
+        ("weakref", "WeakValueDictionary", Kind::WeakDictionary),
+        ("weakref", "WeakKeyDictionary", Kind::WeakDictionary),
+        ("types", "TracebackType", Kind::Traceback),
     ];
     for (module, name, kind) in specs {
         if let Some(cls) = attr(module, name)? {
@@ -215,12 +243,20 @@ fn reducer_override<'py>(
         Kind::DataclassFieldType => types::reduce_dataclass_field_type(obj),
         Kind::DataclassSingleton => types::reduce_dataclass_singleton(obj),
         Kind::TextFile => types::reduce_text_file(obj),
+        Kind::TextFileSubclass => types::reduce_standard_stream(obj),
         Kind::Exception => match types::reduce_exception(obj, st.base_exception_reduce.bind(py))? {
             Some(reduced) => Ok(reduced),
             None => Ok(py.NotImplemented().into_bound(py)),
         },
         Kind::Builtin => types::reduce_reconstructor(obj),
         Kind::EnumMember => types::reduce_enum_member(obj),
+        Kind::LruCache => stdlib::reduce_lru_cache(obj),
+        Kind::CachedProperty => stdlib::reduce_cached_property(obj),
+        Kind::SingleDispatchMethod => stdlib::reduce_singledispatchmethod(obj),
+        Kind::NewType => stdlib::reduce_new_type(obj),
+        Kind::ContextVar => stdlib::reduce_context_var(obj),
+        Kind::WeakDictionary => stdlib::reduce_weak_dictionary(obj),
+        Kind::Traceback => types::reduce_traceback(obj),
         Kind::Other => Ok(py.NotImplemented().into_bound(py)),
     }
 }

@@ -2,7 +2,7 @@
 //! checks its arguments, since a pickle may come from anywhere: a wrong type,
 //! arity or value raises TypeError or ValueError, never crashes.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -36,6 +36,11 @@ pub struct Reconstructors {
     pub dataclass_field_type: Py<PyAny>,
     pub make_exception: Py<PyAny>,
     pub make_text_file: Py<PyAny>,
+    pub make_lru_cache: Py<PyAny>,
+    pub make_singledispatch: Py<PyAny>,
+    pub make_singledispatchmethod: Py<PyAny>,
+    pub make_context_var: Py<PyAny>,
+    pub make_traceback: Py<PyAny>,
     /// [`reconstructor`], the one global a pickle names to reach the others.
     pub reconstructor: Py<PyAny>,
     /// Each reconstructor's address -> its name.
@@ -43,7 +48,7 @@ pub struct Reconstructors {
 }
 
 /// The reconstructors [`reconstructor`] hands out, by name.
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 24] = [
     "make_function",
     "function_setstate",
     "make_code",
@@ -63,6 +68,11 @@ pub const NAMES: [&str; 19] = [
     "dataclass_field_type",
     "make_exception",
     "make_text_file",
+    "make_lru_cache",
+    "make_singledispatch",
+    "make_singledispatchmethod",
+    "make_context_var",
+    "make_traceback",
 ];
 
 static RECONSTRUCTORS: PyOnceLock<Reconstructors> = PyOnceLock::new();
@@ -89,6 +99,14 @@ impl Reconstructors {
         m.add_function(wrap_pyfunction!(dataclass_field_type, m)?)?;
         m.add_function(wrap_pyfunction!(make_exception, m)?)?;
         m.add_function(wrap_pyfunction!(make_text_file, m)?)?;
+        m.add_function(wrap_pyfunction!(crate::stdlib::make_lru_cache, m)?)?;
+        m.add_function(wrap_pyfunction!(crate::stdlib::make_singledispatch, m)?)?;
+        m.add_function(wrap_pyfunction!(
+            crate::stdlib::make_singledispatchmethod,
+            m
+        )?)?;
+        m.add_function(wrap_pyfunction!(crate::stdlib::make_context_var, m)?)?;
+        m.add_function(wrap_pyfunction!(make_traceback, m)?)?;
         m.add_function(wrap_pyfunction!(reconstructor, m)?)?;
         m.add_class::<crate::code::SortedFrozenSet>()?;
         let get = |name: &str| m.getattr(name).map(Bound::unbind);
@@ -121,6 +139,11 @@ impl Reconstructors {
             dataclass_field_type: get("dataclass_field_type")?,
             make_exception: get("make_exception")?,
             make_text_file: get("make_text_file")?,
+            make_lru_cache: get("make_lru_cache")?,
+            make_singledispatch: get("make_singledispatch")?,
+            make_singledispatchmethod: get("make_singledispatchmethod")?,
+            make_context_var: get("make_context_var")?,
+            make_traceback: get("make_traceback")?,
             reconstructor: get("reconstructor")?,
             names_by_address,
         };
@@ -151,6 +174,11 @@ impl Reconstructors {
             "dataclass_field_type" => &self.dataclass_field_type,
             "make_exception" => &self.make_exception,
             "make_text_file" => &self.make_text_file,
+            "make_lru_cache" => &self.make_lru_cache,
+            "make_singledispatch" => &self.make_singledispatch,
+            "make_singledispatchmethod" => &self.make_singledispatchmethod,
+            "make_context_var" => &self.make_context_var,
+            "make_traceback" => &self.make_traceback,
             _ => return None,
         })
     }
@@ -562,6 +590,97 @@ pub fn make_exception<'py>(
     let exc = new.call1(PyTuple::new(py, call_args)?)?;
     exc.setattr(intern!(py, "args"), args)?;
     Ok(exc)
+}
+
+/// `make_traceback(((filename, name, lineno), ...))`: a traceback whose
+/// frames (from the outermost) run no code of the sender: each is the frame
+/// of a `raise` compiled under that file name, function name and line.
+#[pyfunction]
+pub fn make_traceback<'py>(frames: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    let py = frames.py();
+    let bad = || PyTypeError::new_err("a traceback frame must be (filename, name, lineno >= 0)");
+    let traceback_type = py.import("types")?.getattr("TracebackType")?;
+    let raising = raising_code(py)?;
+    let mut tb = py.None().into_bound(py);
+    for frame in frames.iter().collect::<Vec<_>>().into_iter().rev() {
+        let frame = frame.cast_into::<PyTuple>().map_err(|_| bad())?;
+        if frame.len() != 3 {
+            return Err(bad());
+        }
+        let filename = frame
+            .get_item(0)?
+            .cast_into::<PyString>()
+            .map_err(|_| bad())?;
+        let name = frame
+            .get_item(1)?
+            .cast_into::<PyString>()
+            .map_err(|_| bad())?;
+        let lineno: i32 = frame.get_item(2)?.extract().map_err(|_| bad())?;
+        if lineno < 0 {
+            return Err(bad());
+        }
+        let code = raising_frame_code(&raising, &filename, &name, lineno)?;
+        let frame = raised_frame(py, &code)?;
+        // tb_lasti -1: no instruction, so no column markers under the line.
+        tb = traceback_type.call1((tb, frame, -1, lineno))?;
+    }
+    Ok(tb)
+}
+
+/// `raise __cprs_raised__`, compiled once.
+fn raising_code(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static CODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    CODE.get_or_try_init(py, || {
+        py.import("builtins")?
+            .getattr("compile")?
+            .call1(("raise __cprs_raised__", "<traceback>", "exec"))
+            .map(Bound::unbind)
+    })
+    .map(|code| code.bind(py).clone())
+}
+
+fn raising_frame_code<'py>(
+    raising: &Bound<'py, PyAny>,
+    filename: &Bound<'py, PyString>,
+    name: &Bound<'py, PyString>,
+    lineno: i32,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = raising.py();
+    let changes = PyDict::new(py);
+    changes.set_item("co_filename", filename)?;
+    changes.set_item("co_name", name)?;
+    if cfg!(Py_3_11) {
+        changes.set_item("co_qualname", name)?;
+    }
+    changes.set_item("co_firstlineno", lineno.max(1))?;
+    raising.call_method("replace", (), Some(&changes))
+}
+
+/// The frame in which `code` raised, from the exception's traceback.
+fn raised_frame<'py>(py: Python<'py>, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let marker = PyRuntimeError::new_err("cloudpickle_rs traceback frame");
+    let globals = PyDict::new(py);
+    globals.set_item("__cprs_raised__", marker.value(py))?;
+    globals.set_item("__name__", "__cprs_traceback__")?;
+    let raised = match py
+        .import("builtins")?
+        .getattr("exec")?
+        .call1((code, &globals))
+    {
+        Ok(_) => return Err(PyRuntimeError::new_err("the traceback frame did not raise")),
+        Err(raised) => raised,
+    };
+    let mut tb = raised
+        .traceback(py)
+        .ok_or_else(|| PyRuntimeError::new_err("the traceback frame left no traceback"))?
+        .into_any();
+    loop {
+        let next = tb.getattr(intern!(py, "tb_next"))?;
+        if next.is_none() {
+            return tb.getattr(intern!(py, "tb_frame"));
+        }
+        tb = next;
+    }
 }
 
 /// A pickled text file: the `io.StringIO` holding its content, name and position.

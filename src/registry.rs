@@ -180,6 +180,8 @@ pub fn tracker_id_for(
         let _ = write!(id, "{base}-{n}");
     }
     tracker.track(py, obj, weak, id.clone());
+    drop(guard);
+    share_with_upstream(obj, &id)?;
     Ok(id)
 }
 
@@ -193,7 +195,52 @@ pub fn lookup_or_track<'py>(obj: Bound<'py, PyAny>, id: &str) -> PyResult<Bound<
         return Ok(known);
     }
     tracker.track(py, &obj, weak, id.to_owned());
+    drop(guard);
+    share_with_upstream(&obj, id)?;
     Ok(obj)
+}
+
+/// The modules of upstream cloudpickle and of the copies engines vendor,
+/// each holding a class tracker.
+const UPSTREAM_TRACKERS: [&str; 5] = [
+    "cloudpickle.cloudpickle",
+    "joblib.externals.cloudpickle.cloudpickle",
+    "ray.cloudpickle.cloudpickle",
+    "pyspark.cloudpickle.cloudpickle",
+    "srsly.cloudpickle.cloudpickle",
+];
+
+/// Tells upstream cloudpickle (and each vendored copy) in this process the
+/// id of a class or TypeVar: a worker that loaded it and sends results with
+/// upstream (loky's "cloudpickle" pickler, a Dask worker without install())
+/// writes that id, and a sender that loads them with upstream's
+/// reconstructors (a vendored copy's) gets its own class back.
+fn share_with_upstream(obj: &Bound<'_, PyAny>, id: &str) -> PyResult<()> {
+    let modules = crate::lookup::sys_modules(obj.py())?;
+    for name in UPSTREAM_TRACKERS {
+        if let Some(upstream) = modules.get_item(name)? {
+            share_with(&upstream, obj, id)?;
+        }
+    }
+    Ok(())
+}
+
+fn share_with(upstream: &Bound<'_, PyAny>, obj: &Bound<'_, PyAny>, id: &str) -> PyResult<()> {
+    let py = obj.py();
+    let attr = |name| crate::lookup::getattr_opt(upstream, name);
+    let (Some(by_class), Some(by_id), Some(lock)) = (
+        attr(pyo3::intern!(py, "_DYNAMIC_CLASS_TRACKER_BY_CLASS"))?,
+        attr(pyo3::intern!(py, "_DYNAMIC_CLASS_TRACKER_BY_ID"))?,
+        attr(pyo3::intern!(py, "_DYNAMIC_CLASS_TRACKER_LOCK"))?,
+    ) else {
+        return Ok(()); // our own mirror, or a cloudpickle without a tracker
+    };
+    lock.call_method0("acquire")?;
+    let shared = by_class
+        .call_method1("setdefault", (obj, id))
+        .and_then(|_| by_id.call_method1("setdefault", (id, obj)));
+    lock.call_method0("release")?;
+    shared.map(drop)
 }
 
 /// The live object tracked under `id`, if any.

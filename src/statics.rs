@@ -20,6 +20,7 @@ cached_attr!(code_type, "types", "CodeType");
 cached_attr!(function_type, "types", "FunctionType");
 cached_attr!(builtins_dict, "builtins", "__dict__");
 cached_attr!(bytes_io, "io", "BytesIO");
+cached_attr!(text_io_wrapper, "io", "TextIOWrapper");
 cached_attr!(
     /// The C pickler everything here builds on (`pickle.Pickler is _pickle.Pickler`).
     c_pickler, "_pickle", "Pickler"

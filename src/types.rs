@@ -8,6 +8,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple};
 use crate::digest;
 use crate::ffi;
 use crate::lookup;
+use crate::name;
 use crate::names;
 use crate::reconstruct::Reconstructors;
 use crate::registry;
@@ -355,17 +356,37 @@ pub fn reduce_dataclass_singleton<'py>(
     Ok(py.NotImplemented().into_bound(py))
 }
 
+/// `getattr(sys, "stdout")` when `file` is the current `sys.stdout` (so for
+/// stderr), whatever its class: the receiver's own stream.
+fn standard_stream<'py>(file: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = file.py();
+    let sys = py.import("sys")?;
+    for stream in ["stdout", "stderr"] {
+        if sys.getattr(stream)?.is(file) {
+            return reduce_to_getattr(sys.into_any(), PyString::new(py, stream).into_any())
+                .map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// An instance of a subclass of `io.TextIOWrapper`: by reference when it is
+/// `sys.stdout` or `sys.stderr` (pytest's capture replaces them with one),
+/// else as its class says.
+pub fn reduce_standard_stream<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = file.py();
+    Ok(standard_stream(file)?.unwrap_or_else(|| py.NotImplemented().into_bound(py)))
+}
+
 /// An open text file: its whole content and position, as an `io.StringIO`
 /// named like it (as cloudpickle). stdout and stderr go by reference.
 pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = file.py();
     let fail = |msg: String| Err(crate::statics::PicklingError::new_err(msg));
-    let sys = py.import("sys")?;
-    for stream in ["stdout", "stderr"] {
-        if sys.getattr(stream)?.is(file) {
-            return reduce_to_getattr(sys.into_any(), PyString::new(py, stream).into_any());
-        }
+    if let Some(reduced) = standard_stream(file)? {
+        return Ok(reduced);
     }
+    let sys = py.import("sys")?;
     let (Some(name), Some(mode)) = (
         lookup::getattr_opt(file, intern!(py, "name"))?,
         lookup::getattr_opt(file, intern!(py, "mode"))?,
@@ -418,35 +439,135 @@ pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     )
 }
 
-/// A user-defined exception whose class keeps `BaseException.__reduce__`:
-/// rebuilt from its class and `args` without calling `__init__` (which may
-/// need more arguments than `args` holds), then its `__dict__`.
+/// An exception: a user-defined one whose class keeps
+/// `BaseException.__reduce__` is rebuilt from its class and `args` without
+/// calling `__init__` (which may need more arguments than `args` holds),
+/// then its `__dict__`; others as their class reduces them. Either way the
+/// state also brings back what `BaseException.__reduce__` leaves out (see
+/// [`exception_links`]), when the class keeps `BaseException.__setstate__`.
 pub fn reduce_exception<'py>(
     exc: &Bound<'py, PyAny>,
     base_reduce: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = exc.py();
-    if !exc
-        .get_type()
-        .getattr(intern!(py, "__reduce__"))?
-        .is(base_reduce)
+    let cls = exc.get_type();
+    let own = if ffi::is_heap_type(&cls) && cls.getattr(intern!(py, "__reduce__"))?.is(base_reduce)
     {
-        return Ok(None);
-    }
-    let args = PyTuple::new(
-        py,
-        [exc.get_type().into_any(), exc.getattr(intern!(py, "args"))?],
-    )?;
-    let state = lookup::getattr_opt(exc, intern!(py, "__dict__"))?
-        .unwrap_or_else(|| py.None().into_bound(py));
-    let r = Reconstructors::get(py);
-    Ok(Some(
-        PyTuple::new(
+        let args = PyTuple::new(
             py,
-            [r.make_exception.bind(py).clone(), args.into_any(), state],
-        )?
-        .into_any(),
-    ))
+            [cls.clone().into_any(), exc.getattr(intern!(py, "args"))?],
+        )?;
+        let state = lookup::getattr_opt(exc, intern!(py, "__dict__"))?
+            .unwrap_or_else(|| py.None().into_bound(py));
+        let make = Reconstructors::get(py).make_exception.bind(py).clone();
+        Some(PyTuple::new(py, [make, args.into_any(), state])?)
+    } else {
+        None
+    };
+    let Some(links) = exception_links(exc)? else {
+        return Ok(own.map(Bound::into_any));
+    };
+    let base_setstate = py
+        .get_type::<pyo3::exceptions::PyBaseException>()
+        .getattr(intern!(py, "__setstate__"))?;
+    if !cls.getattr(intern!(py, "__setstate__"))?.is(&base_setstate) {
+        return Ok(own.map(Bound::into_any));
+    }
+    let reduced = match own {
+        Some(own) => own,
+        None => match exc
+            .call_method1(intern!(py, "__reduce_ex__"), (4,))?
+            .cast_into::<PyTuple>()
+        {
+            Ok(reduced) => reduced,
+            Err(_) => return Ok(None),
+        },
+    };
+    Ok(with_links(reduced, links)?.map(Bound::into_any))
+}
+
+/// What `BaseException.__reduce__` leaves out, as state for
+/// `BaseException.__setstate__` (which sets each): `__cause__`,
+/// `__context__`, `__suppress_context__` and `__traceback__` (see
+/// [`reduce_traceback`]), those that are not their default. None when all
+/// are.
+fn exception_links<'py>(exc: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let py = exc.py();
+    let links = PyDict::new(py);
+    for name in [
+        name!(py, "__cause__")?,
+        name!(py, "__context__")?,
+        name!(py, "__traceback__")?,
+    ] {
+        let value = exc.getattr(name.cast::<PyString>()?)?;
+        if !value.is_none() {
+            links.set_item(name, value)?;
+        }
+    }
+    let suppress = exc.getattr(intern!(py, "__suppress_context__"))?;
+    if suppress.is_truthy()? {
+        links.set_item(name!(py, "__suppress_context__")?, suppress)?;
+    }
+    Ok((!links.is_empty()).then_some(links))
+}
+
+/// `reduced` with `links` added to its state, when its state is a dict (or
+/// none) set by the pickle's BUILD; None when it cannot take them.
+fn with_links<'py>(
+    reduced: Bound<'py, PyTuple>,
+    links: Bound<'py, PyDict>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let py = reduced.py();
+    let mut parts: Vec<Bound<'py, PyAny>> = reduced.iter().collect();
+    if !(2..=6).contains(&parts.len()) || parts.get(5).is_some_and(|setter| !setter.is_none()) {
+        return Ok(Some(reduced));
+    }
+    while parts.len() < 3 {
+        parts.push(py.None().into_bound(py));
+    }
+    let state = if parts[2].is_none() {
+        links
+    } else if let Ok(dict) = parts[2].cast::<PyDict>() {
+        let merged = dict.copy()?;
+        merged.update(links.as_mapping())?;
+        merged
+    } else {
+        return Ok(Some(reduced));
+    };
+    parts[2] = state.into_any();
+    PyTuple::new(py, parts).map(Some)
+}
+
+/// `(make_traceback, (((filename, name, lineno), ...),))`: the frames from
+/// the outermost, each as `traceback` shows it. Their locals and globals do
+/// not travel; the receiver's `traceback.format_exception` shows the
+/// sender's files, lines and functions (and the source lines where it has
+/// the files).
+pub fn reduce_traceback<'py>(tb: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = tb.py();
+    let mut frames = Vec::new();
+    let mut current = tb.clone();
+    while !current.is_none() {
+        let code = current
+            .getattr(intern!(py, "tb_frame"))?
+            .getattr(intern!(py, "f_code"))?;
+        let lineno = current.getattr(intern!(py, "tb_lineno"))?;
+        let lineno = if lineno.is_none() {
+            PyInt::new(py, 0).into_any()
+        } else {
+            lineno
+        };
+        let frame = [
+            names::canonical(code.getattr(intern!(py, "co_filename"))?)?,
+            names::canonical(code.getattr(intern!(py, "co_name"))?)?,
+            lineno,
+        ];
+        frames.push(PyTuple::new(py, frame)?);
+        current = current.getattr(intern!(py, "tb_next"))?;
+    }
+    let make = Reconstructors::get(py).make_traceback.bind(py).clone();
+    let args = PyTuple::new(py, [PyTuple::new(py, frames)?])?;
+    reduce_with(make, args)
 }
 
 /// One of our reconstructors is written as `reconstructor(name)`: a pickle

@@ -384,6 +384,73 @@ def test_typevar_tracked_identity():
     )
 
 
+def test_class_attributes_keep_their_definition_order():
+    # Upstream sorts them; vars(C) is what the class statement wrote.
+    script = """
+        import dataclasses
+
+        class Settings:
+            "Doc."
+            zeta = 1
+            alpha = 2
+            def middle(self):
+                return "m"
+            beta = property(lambda self: 3)
+
+        @dataclasses.dataclass
+        class Row:
+            zz: int = 0
+            aa: str = ""
+
+        print([k for k in vars(Settings) if not k.startswith("__")],
+              [k for k in vars(Row) if not k.startswith("__")], list(Row.__dataclass_fields__))
+        objs = (Settings, Row)
+    """
+    sender = run_script(script)
+    received = send_and_receive(
+        script,
+        """
+        Settings, Row = objs
+        print([k for k in vars(Settings) if not k.startswith("__")],
+              [k for k in vars(Row) if not k.startswith("__")], list(Row.__dataclass_fields__))
+        """,
+    )
+    assert sender.startswith("['zeta', 'alpha', 'middle', 'beta'] ['zz', 'aa']")
+    assert received == sender
+
+
+def test_typevars_echoed_back_by_a_worker_are_the_senders_own():
+    # upstream's test_pickle_dynamic_typevar_tracking, with the TypeVar made
+    # in a function (by value though its module is importable) and beside a
+    # module-level TypeVar of the same name.
+    out = run_script(
+        """
+        import pickle, subprocess, sys, typing
+        import cloudpickle_rs
+
+        T = typing.TypeVar("T")
+
+        def make():
+            return typing.TypeVar("T", bound=int)
+
+        def echo(obj):
+            worker = (
+                "import pickle, sys, cloudpickle_rs\\n"
+                "obj = pickle.loads(sys.stdin.buffer.read())\\n"
+                "sys.stdout.buffer.write(cloudpickle_rs.dumps(obj))\\n"
+            )
+            done = subprocess.run([sys.executable, "-c", worker], input=cloudpickle_rs.dumps(obj),
+                                  capture_output=True, check=True)
+            return pickle.loads(done.stdout)
+
+        local = make()
+        print(echo(local) is local, echo(T) is T, echo((T, local)) == (T, local))
+        print(echo(typing.Generic[local]).__parameters__[0] is local)
+        """
+    )
+    assert out.split() == ["True"] * 4
+
+
 def test_exceptions_and_metaclass_call():
     roundtrip(
         """
@@ -504,6 +571,46 @@ def test_text_files(tmp_path):
     )
     assert "Cannot pickle closed files" in out
     assert "Cannot pickle files that are not opened for reading: w" in out
+
+
+def test_sys_stdout_replaced_by_pytest_capture_goes_by_reference(capsys):
+    # Under pytest's capture, sys.stdout and sys.stderr are subclasses of
+    # io.TextIOWrapper that upstream cannot pickle; they stand for the
+    # receiver's own streams, as the real ones do.
+    import io
+
+    import cloudpickle_rs
+
+    assert type(sys.stdout) is not io.TextIOWrapper
+    assert isinstance(sys.stdout, io.TextIOWrapper)
+    data = cloudpickle_rs.dumps((sys.stdout, sys.stderr, lambda: print("hi", file=sys.stdout)))
+    out, err, say = pickle.loads(data)
+    assert out is sys.stdout and err is sys.stderr
+    received = subprocess_loads(
+        data,
+        """
+        out, err, say = objs
+        assert out is sys.stdout and err is sys.stderr
+        say()
+        """,
+    )
+    assert received.split() == ["hi"]
+
+
+def test_other_text_io_wrapper_subclasses_pickle_as_their_class_says(tmp_path):
+    out = run_script(
+        f"""
+        import io, pickle, cloudpickle_rs
+
+        class Named(io.TextIOWrapper):
+            def __reduce_ex__(self, protocol):
+                return (str, ("named",))
+
+        with Named(open({str(tmp_path / "f.txt")!r}, "wb")) as f:
+            print(pickle.loads(cloudpickle_rs.dumps(f)))
+        """
+    )
+    assert out.split() == ["named"]
 
 
 # --- Beyond cloudpickle: it gets these wrong, we must not -------------------

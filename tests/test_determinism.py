@@ -54,6 +54,34 @@ CASES = {
 
         objs = make()
         """,
+    "classes with slots, generics, docstrings, dataclasses": """
+        import dataclasses, enum, typing
+
+        T = typing.TypeVar("T")
+
+        class Slotted:
+            "doc"
+            zeta = 1
+            __slots__ = ("b", "a")
+            alpha = 2
+
+        class Box(typing.Generic[T]):
+            zeta: int = 0
+            def get(self) -> T:
+                return self.zeta
+
+        @dataclasses.dataclass(frozen=True)
+        class Point:
+            y: int
+            x: int = 0
+
+        class Mode(enum.Enum):
+            "modes"
+            slow = 2
+            fast = 1
+
+        objs = (Slotted, Box, Box[int], Point, Mode.fast)
+        """,
     "functions and classes sharing strings with data": """
         import enum
 

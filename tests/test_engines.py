@@ -118,6 +118,9 @@ if __name__ == "__main__":
     ) as cluster, Client(cluster) as client:
         points = [Point(i, 10) for i in range(4)]
         print(results(client.map(lambda p: (put(p.x + p.y), get())[1], points)))
+        # Workers send results with upstream cloudpickle (no install() there).
+        echoed = results(client.map(lambda i: Point(i, -i), range(3)))
+        print([type(p) is Point for p in echoed], [p.y for p in echoed])
 
         sys.path.insert(0, sys.argv[1])
         import cloudpickle
@@ -134,7 +137,12 @@ if __name__ == "__main__":
 def test_dask_distributed_local_cluster(tmp_path):
     pytest.importorskip("distributed")
     lines = run_driver(tmp_path, DASK_DRIVER, by_value_package(tmp_path))
-    assert lines[-3:] == ["[10, 11, 12, 13]", "[True] 2", "[0, 2, 4, 6]"]
+    assert lines[-4:] == [
+        "[10, 11, 12, 13]",
+        "[True, True, True] [0, -1, -2]",
+        "[True] 2",
+        "[0, 2, 4, 6]",
+    ]
 
 
 JOBLIB_DRIVER = (
@@ -144,6 +152,10 @@ import cloudpickle_rs
 """
     + SHARED_CELL
     + """
+class Point:
+    def __init__(self, x):
+        self.x = x
+
 def make_adder(n):
     return lambda x: x + n
 
@@ -162,6 +174,9 @@ if __name__ == "__main__":
         print(parallel(delayed(lambda x: x + offset)(i) for i in range(4)))
         print(parallel(delayed(make_adder(5))(i) for i in range(4)))
         print(parallel(delayed(lambda x: (put(x), get())[1])(i) for i in range(4)))
+        # The workers send results with their own "cloudpickle" pickler.
+        echoed = parallel(delayed(Point)(i) for i in range(3))
+        print([type(p) is Point for p in echoed], [p.x for p in echoed])
     cloudpickle_rs.uninstall()
     print(reduction.get_loky_pickler_name())
 """
@@ -173,12 +188,47 @@ def test_joblib_loky(tmp_path, order):
     pytest.importorskip("joblib")
     lines = run_driver(tmp_path, JOBLIB_DRIVER, order)
     assert lines == [
-        "cloudpickle_rs",
+        "cloudpickle",
         "True",
         "[100, 101, 102, 103]",
         "[5, 6, 7, 8]",
         "[0, 1, 2, 3]",
+        "[True, True, True] [0, 1, 2]",
         "cloudpickle",
+    ]
+
+
+LOKY_SWITCH_DRIVER = """
+import cloudpickle_rs
+cloudpickle_rs.install()
+from joblib.externals.loky import set_loky_pickler
+from joblib.externals.loky.backend import reduction
+
+def show(label):
+    pickler = reduction.get_loky_pickler()
+    print(label, reduction.get_loky_pickler_name(),
+          issubclass(pickler, cloudpickle_rs.Pickler))
+
+show("installed")
+for name in ["pickle", None, "pickle", "", "pickle", "cloudpickle"]:
+    set_loky_pickler(name)
+    show(repr(name))
+"""
+
+
+def test_set_loky_pickler_behaves_as_loky_documents_after_install(tmp_path):
+    # loky: None and "" mean its default, "cloudpickle" (here ours); "pickle"
+    # is the standard library's.
+    pytest.importorskip("joblib")
+    lines = run_driver(tmp_path, LOKY_SWITCH_DRIVER)
+    assert lines == [
+        "installed cloudpickle True",
+        "'pickle' pickle False",
+        "None cloudpickle True",
+        "'pickle' pickle False",
+        "'' cloudpickle True",
+        "'pickle' pickle False",
+        "'cloudpickle' cloudpickle True",
     ]
 
 

@@ -36,6 +36,11 @@ RECONSTRUCTORS = [
     "dataclass_field_type",
     "make_exception",
     "make_text_file",
+    "make_lru_cache",
+    "make_singledispatch",
+    "make_singledispatchmethod",
+    "make_context_var",
+    "make_traceback",
     "reconstructor",
     # upstream cloudpickle's names (src/compat.rs)
     "_make_function",

@@ -280,6 +280,10 @@ class CompatPickler(Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, _STAND_INS):
             return obj.__reduce__()
+        if type(obj) is types.TracebackType:
+            # Upstream has no traceback reconstructor: an exception arrives
+            # without its traceback, as upstream's own output has it.
+            return type(None), ()
         reduced = super().reducer_override(obj)
         if type(reduced) is not tuple:
             return reduced

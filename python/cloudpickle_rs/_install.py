@@ -15,8 +15,9 @@ cloudpickle would be used:
   place, now or when they are first imported; references other modules
   already took (``from cloudpickle import dumps``, ``partial(dumps, ...)``)
   are rebound;
-* loky's pickler (standalone or joblib's vendored loky) is set to
-  ``cloudpickle_rs``, which loky passes on to its workers;
+* loky's pickler (standalone or joblib's vendored loky) is rebuilt on the
+  served ``cloudpickle``: its name stays ``"cloudpickle"``, as loky documents
+  and passes on to its workers, and ``set_loky_pickler()`` keeps working;
 * ``multiprocessing``'s ``ForkingPickler`` (so ``Pool``, queues, ``Process``
   arguments under spawn and ``concurrent.futures.ProcessPoolExecutor``)
   pickles lambdas, nested functions and ``__main__`` classes by value.
@@ -83,7 +84,6 @@ LOKY_REDUCTION_MODULES = (
 
 #: The loky pickler names install() takes over (any other is a user's choice).
 LOKY_CLOUDPICKLE_NAMES = ("cloudpickle", "", None)
-OUR_LOKY_PICKLER = "cloudpickle_rs"
 
 MULTIPROCESSING_REDUCTION = "multiprocessing.reduction"
 
@@ -311,12 +311,15 @@ class _Installation:
             self.changes.set_item(our_table, cls, reducer)
 
     def switch_loky(self, reduction):
-        """Sets loky's pickler to ours unless the user chose another one."""
+        """Rebuilds loky's "cloudpickle" pickler on the served ``cloudpickle``
+        unless the user chose another one."""
         if getattr(reduction, "_loky_pickler_name", None) not in LOKY_CLOUDPICKLE_NAMES:
             return
         self.changes.remember_attr(reduction, "_LokyPickler")
         self.changes.remember_attr(reduction, "_loky_pickler_name")
-        reduction.set_loky_pickler(OUR_LOKY_PICKLER)
+        # set_loky_pickler() does nothing when the name is unchanged.
+        reduction._loky_pickler_name = None
+        reduction.set_loky_pickler("cloudpickle")
 
     def switch_forking_pickler(self, reduction):
         self.changes.set_attr(
@@ -393,6 +396,9 @@ def _served_package(mirror):
     package.__spec__ = importlib.machinery.ModuleSpec(
         UPSTREAM_PACKAGE, None, is_package=True
     )
+    package.__file__ = mirror.__file__
+    package.__getattr__ = functools.partial(mirror._lazy_attribute, UPSTREAM_PACKAGE)
+    package.__dir__ = lambda: sorted(set(vars(package)) | mirror._UPSTREAM_INCIDENTAL_NAMES)
     package.__cloudpickle_rs__ = True
     return package
 

@@ -8,7 +8,7 @@ use std::ptr;
 use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 /// `PyMemberDescrObject` as CPython lays it out on every supported version
 /// (pyo3-ffi types `d_member` as `PyGetSetDef` before 3.11, which is wrong).
@@ -462,6 +462,22 @@ pub fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         .ok_or_else(|| PySystemError::new_err("sys.modules is gone"))?
         .cast_into::<PyDict>()
         .map_err(Into::into)
+}
+
+/// A new str of one character that is not CPython's shared object for it
+/// (str constructors return that singleton for characters below 256).
+pub fn unshared_char(py: Python<'_>, c: char) -> PyResult<Bound<'_, PyString>> {
+    let code = c as u32;
+    // SAFETY: PyUnicode_New returns a new, uninitialized str of length 1 able
+    // to hold characters up to `code` (a valid code point, from a `char`), or
+    // NULL with an exception set; it is filled before anyone else sees it.
+    unsafe {
+        let s = Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_New(1, code as ffi::Py_UCS4))?;
+        if ffi::PyUnicode_WriteChar(s.as_ptr(), 0, code as ffi::Py_UCS4) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(s.cast_into_unchecked())
+    }
 }
 
 /// Interns a string in place so that equal names are one object in the
