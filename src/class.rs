@@ -224,9 +224,20 @@ fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>>
         {
             continue;
         }
-        attributes.set_item(names::canonical(key)?, value)?;
+        attributes.set_item(names::canonical(key)?, name_like_canonical(value)?)?;
     }
     Ok(attributes)
+}
+
+/// A str value that looks like a name (`doc = "doc"`, `mode = "fast"`) as
+/// its canonical copy: the compiler interned it in the sender, where it is
+/// one object with every equal name the pickler writes (a slot name, an
+/// attribute key), not in a receiver that loaded it.
+fn name_like_canonical(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    match value.cast_exact::<PyString>() {
+        Ok(text) if names::is_name_like(text) => names::canonical(value),
+        _ => Ok(value),
+    }
 }
 
 /// What the state setter restores: the attributes, and for an ABC the

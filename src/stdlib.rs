@@ -257,11 +257,7 @@ pub fn make_singledispatchmethod<'py>(
     registrations: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = function.py();
-    if !function.is_callable() && !function.hasattr(intern!(py, "__get__"))? {
-        return Err(PyTypeError::new_err(
-            "singledispatchmethod needs a callable or descriptor",
-        ));
-    }
+    // functools checks `function` itself (a callable or a descriptor).
     let method = functools(py)?
         .getattr(intern!(py, "singledispatchmethod"))?
         .call1((function,))?;

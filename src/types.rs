@@ -483,7 +483,7 @@ pub fn reduce_exception<'py>(
             Err(_) => return Ok(None),
         },
     };
-    Ok(with_links(reduced, links)?.map(Bound::into_any))
+    Ok(Some(with_links(reduced, links)?.into_any()))
 }
 
 /// What `BaseException.__reduce__` leaves out, as state for
@@ -511,16 +511,16 @@ fn exception_links<'py>(exc: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, P
     Ok((!links.is_empty()).then_some(links))
 }
 
-/// `reduced` with `links` added to its state, when its state is a dict (or
-/// none) set by the pickle's BUILD; None when it cannot take them.
+/// `reduced` with `links` added to its state when that state is a dict (or
+/// none) that the pickle's BUILD sets; else `reduced` as it is.
 fn with_links<'py>(
     reduced: Bound<'py, PyTuple>,
     links: Bound<'py, PyDict>,
-) -> PyResult<Option<Bound<'py, PyTuple>>> {
+) -> PyResult<Bound<'py, PyTuple>> {
     let py = reduced.py();
     let mut parts: Vec<Bound<'py, PyAny>> = reduced.iter().collect();
     if !(2..=6).contains(&parts.len()) || parts.get(5).is_some_and(|setter| !setter.is_none()) {
-        return Ok(Some(reduced));
+        return Ok(reduced);
     }
     while parts.len() < 3 {
         parts.push(py.None().into_bound(py));
@@ -532,10 +532,10 @@ fn with_links<'py>(
         merged.update(links.as_mapping())?;
         merged
     } else {
-        return Ok(Some(reduced));
+        return Ok(reduced);
     };
     parts[2] = state.into_any();
-    PyTuple::new(py, parts).map(Some)
+    PyTuple::new(py, parts)
 }
 
 /// `(make_traceback, (((filename, name, lineno), ...),))`: the frames from

@@ -62,6 +62,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$root/.venvs"
+# Written by tests/test_upstream_suite.py, shown in the summary.
+rm -f "$root"/.venvs/upstream-suite/result-*.txt
 interpreters="$root/.venvs/interpreters"
 : >"$interpreters"
 for v in "${versions[@]}"; do
@@ -121,6 +123,7 @@ echo "=== summary"
 for v in "${versions[@]}"; do
     [ -n "${outcome[$v]:-}" ] && echo "CPython $v (${side_of[$v]}): ${outcome[$v]}"
 done
+cat "$root"/.venvs/upstream-suite/result-*.txt 2>/dev/null || true
 if [ "${#skipped[@]}" -gt 0 ]; then
     echo "skipped (not found: no pyenv version, no python3.X on PATH, no provisioned chroot): ${skipped[*]}"
     if [ "${CPRS_REQUIRE_ALL:-0}" = 1 ]; then

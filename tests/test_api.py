@@ -11,10 +11,31 @@ from testutils import run_python
 
 
 def test_loading_side_is_the_standard_library():
-    assert cloudpickle_rs.loads is pickle.loads
-    assert cloudpickle_rs.load is pickle.load
     assert cloudpickle_rs.Unpickler is pickle.Unpickler
     assert cloudpickle_rs.pickle is pickle
+    assert issubclass(cloudpickle_rs.RestrictedUnpickler, pickle.Unpickler)
+    # Without allow=, loads and load are pickle's, keyword arguments and all.
+    payload = pickle.dumps(["caf\xe9", b"raw"], protocol=2)
+    assert cloudpickle_rs.loads(payload) == ["caf\xe9", b"raw"]
+    py2_string = b"\x80\x02U\x04caf\xe9."  # SHORT_BINSTRING, as Python 2 wrote str
+    assert cloudpickle_rs.loads(py2_string, encoding="latin1") == "caf\xe9"
+    assert cloudpickle_rs.loads(py2_string, encoding="bytes") == b"caf\xe9"
+    with pytest.raises(UnicodeDecodeError):
+        cloudpickle_rs.loads(py2_string)
+    assert cloudpickle_rs.load(io.BytesIO(payload)) == ["caf\xe9", b"raw"]
+    with pytest.raises(EOFError):
+        cloudpickle_rs.load(io.BytesIO())
+
+
+def test_loads_and_load_take_pickles_arguments_and_allow():
+    for ours, stdlib in ((cloudpickle_rs.loads, pickle.loads), (cloudpickle_rs.load, pickle.load)):
+        theirs = inspect.signature(stdlib).parameters
+        params = inspect.signature(ours).parameters
+        assert list(params)[0] == list(theirs)[0]
+        assert params["allow"].kind is inspect.Parameter.KEYWORD_ONLY
+        assert params["allow"].default is None
+        with pytest.raises(TypeError):
+            ours(io.BytesIO() if ours is cloudpickle_rs.load else b"", no_such_option=1)
 
 
 def test_default_protocol_and_version():

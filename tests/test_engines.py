@@ -21,7 +21,7 @@ import textwrap
 
 import pytest
 
-from testutils import MAKE_PAIR, subprocess_env
+from testutils import MAKE_PAIR, subprocess_env, subprocess_loads
 
 ENGINE_TIMEOUT = 240
 
@@ -181,6 +181,38 @@ if __name__ == "__main__":
     print(reduction.get_loky_pickler_name())
 """
 )
+
+
+SRSLY_DRIVER = (
+    """
+import sys
+import cloudpickle_rs
+"""
+    + SHARED_CELL
+    + """
+if __name__ == "__main__":
+    if sys.argv[1] == "import-first":
+        import srsly
+    cloudpickle_rs.install()
+    import srsly
+    print(srsly.cloudpickle.dumps is cloudpickle_rs.dumps)
+    print(srsly.pickle_dumps(lambda x: (put(x), get())[1]).hex())
+    cloudpickle_rs.uninstall()
+    print(srsly.cloudpickle.dumps is cloudpickle_rs.dumps)
+"""
+)
+
+
+@pytest.mark.parametrize("order", ["import-first", "install-first"])
+def test_srsly_pickles_with_cloudpickle_rs(tmp_path, order):
+    # srsly (spaCy's serialization library) vendors cloudpickle as srsly.cloudpickle.
+    pytest.importorskip("srsly")
+    switched, payload, restored = run_driver(tmp_path, SRSLY_DRIVER, order)
+    assert (switched, restored) == ("True", "False")
+    out = subprocess_loads(
+        bytes.fromhex(payload), "import srsly\nprint(srsly.pickle_loads(data)(5))"
+    )
+    assert out.split() == ["5"]
 
 
 @pytest.mark.parametrize("order", ["import-first", "install-first"])

@@ -121,8 +121,12 @@ def test_upstream_suite_passes_what_it_passes_against_upstream(
     assert len(upstream) > 200, upstream_log
     ours, ours_log = run_suite(upstream_tree, tmp_path / "ours.xml", ours=True)
     missing = sorted(upstream - ours)
-    print(
-        f"\nupstream cloudpickle {UPSTREAM_VERSION}'s suite on {sys.version.split()[0]}: "
+    summary = (
+        f"upstream cloudpickle {UPSTREAM_VERSION}'s suite on {sys.version.split()[0]}: "
         f"{len(upstream)} pass against upstream, {len(ours)} against cloudpickle-rs"
     )
+    print("\n" + summary)
+    version = "{}.{}".format(*sys.version_info[:2])
+    with open(os.path.join(CACHE, f"result-{version}.txt"), "w", encoding="utf-8") as f:
+        f.write(summary + "\n")
     assert not missing, "\n".join(missing) + "\n--- our run:\n" + ours_log

@@ -6,10 +6,18 @@ The API is cloudpickle's (3.1): ``dumps``, ``dump``, ``loads``, ``load``,
 ``unregister_pickle_by_value``, ``list_registry_pickle_by_value``,
 ``DEFAULT_PROTOCOL``. Loading needs only the standard ``pickle`` (and this
 package installed, for the native reconstructors that pickles refer to).
+
+``loads(data, allow=[...])``, ``load(file, allow=[...])`` and
+``RestrictedUnpickler`` load a pickle only if it reaches nothing outside the
+allowed modules and runs none of the code it ships by value while loading
+(``_restricted.py``); without ``allow``, ``loads`` and ``load`` are
+``pickle.loads`` and ``pickle.load``.
 """
 
 import pickle
-from pickle import Unpickler, load, loads
+from pickle import Unpickler
+
+from ._restricted import RestrictedUnpickler, load, loads
 
 from ._native import (
     Pickler,
@@ -44,6 +52,7 @@ __all__ = [
     "CloudPickler",
     "CompatPickler",
     "Unpickler",
+    "RestrictedUnpickler",
     "dumps",
     "loads",
     "dump",

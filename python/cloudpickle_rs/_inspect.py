@@ -18,10 +18,12 @@ the pickle is imported, looked up or called. From the result it reports
   first push of its reconstructor and the call that sets its state, with
   "own" bytes excluding what nested shipped objects take.
 
-``--allow MODULE`` (repeatable) makes the exit code 1 when anything outside
-the allowed modules (and their submodules) would be looked up or imported;
-cloudpickle-rs's own reconstructors are always allowed. Malformed or
-truncated input exits with code 2 and a one-line message.
+``--allow MODULE`` (repeatable) makes the exit code 1 when loading would
+break the rules of ``_trust.py``, which ``cloudpickle_rs.loads(data,
+allow=...)`` enforces: anything outside the allowed modules (and their
+submodules) looked up or imported, or code the pickle ships by value run
+while loading; cloudpickle-rs's own reconstructors are always allowed.
+Malformed or truncated input exits with code 2 and a one-line message.
 """
 
 import argparse
@@ -31,21 +33,9 @@ import json
 import pickletools
 import sys
 
+from . import _trust
 from ._native import FUNCTION_STATE
-
-NATIVE = "cloudpickle_rs._native"
-UPSTREAM_MODULES = (
-    "cloudpickle",
-    "cloudpickle.cloudpickle",
-    "cloudpickle.cloudpickle_fast",
-    "cloudpickle_rs.cloudpickle",
-    "cloudpickle_rs.cloudpickle_fast",
-)
-
-# How a reference was reached: directly by an opcode, or through a call.
-DIRECT_HOWS = ("GLOBAL", "STACK_GLOBAL", "INST", "EXT")
-# References resolved by our reconstructors to fixed, harmless targets.
-EXEMPT_HOWS = ("reconstructor", "builtin_type")
+from ._trust import DIRECT_HOWS, EXEMPT_HOWS, NATIVE, UPSTREAM_MODULES  # noqa: F401
 
 
 class InspectError(Exception):
@@ -57,18 +47,21 @@ class InspectError(Exception):
 
 
 class Ref:
-    """A name loading would look up: ``module.name`` (name None: the module itself)."""
+    """A name loading would look up: ``module.name`` (name None: the module itself).
+    ``key`` is ``(module, name)`` as the unpickler resolves it (a Python 2
+    name of a protocol 0 to 2 pickle mapped to its Python 3 one)."""
 
-    __slots__ = ("module", "name", "how", "offset")
+    __slots__ = ("module", "name", "how", "offset", "key")
 
-    def __init__(self, module, name, how, offset):
+    def __init__(self, module, name, how, offset, key=None):
         self.module, self.name, self.how, self.offset = module, name, how, offset
+        self.key = key or (module, name)
 
     def is_(self, module, *names):
-        return self.module == module and self.name in names
+        return self.key[0] == module and self.key[1] in names
 
     def is_upstream(self, *names):
-        return self.module in UPSTREAM_MODULES and self.name in names
+        return self.key[0] in UPSTREAM_MODULES and self.key[1] in names
 
     @property
     def dotted(self):
@@ -76,16 +69,18 @@ class Ref:
 
 
 class Call:
-    """``func(*args, **kwargs)`` as loading would call it; ``states`` are what
-    BUILD or a state setter later applies to the result."""
+    """``func(*args, **kwargs)`` as loading would call it (``op``: the opcode
+    that calls it); ``states`` are what BUILD or a state setter later applies
+    to the result."""
 
-    __slots__ = ("func", "args", "kwargs", "start", "end", "states", "spans")
+    __slots__ = ("func", "args", "kwargs", "start", "end", "states", "spans", "op")
 
-    def __init__(self, func, args, start, end, kwargs=None):
+    def __init__(self, func, args, start, end, kwargs=None, op="REDUCE"):
         self.func, self.args, self.kwargs = func, args, kwargs
         self.start, self.end = start, end
         self.states = []
         self.spans = [(start, end)]
+        self.op = op
 
 
 class SymList:
@@ -134,20 +129,33 @@ class Opaque:
 
 
 class Machine:
-    """Runs the opcodes of one pickle symbolically."""
+    """Runs the opcodes of one pickle symbolically.
 
-    def __init__(self):
+    ``memo``: the memo a previous pickle of the same stream left (an
+    unpickler keeps its memo from one ``load`` to the next). ``ascii_strings``:
+    Python 2 strings (STRING, BINSTRING) that are not ASCII become opaque, as
+    the unpickler may decode them otherwise than as latin-1. ``sizes``: keep
+    the offset and length of every opcode, which sizes need."""
+
+    def __init__(self, memo=None, ascii_strings=False, sizes=True):
         self.stack = []  # (value, start offset) pairs
         self.marks = []  # (stack length, offset) of each open MARK
-        self.memo = {}
+        self.memo = dict(memo) if memo else {}
         self.protocol = 0
+        self.protocols = []  # (offset, protocol) of each PROTO opcode
         self.refs = []
         self.call_counts = collections.Counter()
         self.calls = []
+        # (opcode, target, state or items, offset) of each BUILD, APPEND(S),
+        # SETITEM(S) and ADDITEMS on something else than a plain container.
+        self.mutations = []
+        self.hashed = []  # (value, offset): dict keys, set and frozenset items
         self.persistent_ids = 0
         self.opcode_spans = []  # (offset, length) of every opcode
         self.end = 0
         self.result = None
+        self.ascii_strings = ascii_strings
+        self.sizes = sizes  # False: no opcode_spans (what the report's sizes need)
 
     # -- stack helpers
 
@@ -185,21 +193,22 @@ class Machine:
     def reference(self, module, name, how, pos):
         if not isinstance(module, str) or not isinstance(name, str):
             raise InspectError(f"{how} at offset {pos} needs two strings")
-        ref = Ref(module, name, how, pos)
+        key = _trust.modernise(module, name) if self.protocol < 3 else None
+        ref = Ref(module, name, how, pos, key)
         self.refs.append(ref)
         return ref
 
-    def call(self, func, args, start, pos, kwargs=None):
+    def call(self, func, args, start, pos, kwargs=None, op="REDUCE"):
         """The value of ``func(*args)``: a resolved reference when the call only
         names something (our reconstructor lookup, getattr, an import), else a Call."""
         end = pos + 1
         if isinstance(func, Ref):
             self.call_counts[func.dotted] += 1
-            resolved = self.resolve(func, args, pos)
+            resolved = self.resolve(func, args, pos) if op in ("REDUCE", "INST", "OBJ") else None
             if resolved is not None:
                 self.refs.append(resolved)
                 return resolved
-        call = Call(func, args, start, end, kwargs)
+        call = Call(func, args, start, end, kwargs, op)
         self.calls.append(call)
         self.apply_state_setter(call)
         return call
@@ -217,17 +226,34 @@ class Machine:
             return Ref("types", first, "builtin_type", pos)
         if is_import_function(func):
             name = first if isinstance(first, str) else "?"
+            if func.is_("builtins", "__import__"):
+                name = self.imported_by_dunder_import(name, args, pos)
             return Ref(name, None, "import", pos)
-        if func.is_("builtins", "getattr") and len(args) >= 2 and isinstance(args[0], Ref):
+        if func.is_("builtins", "getattr") and len(args) == 2 and isinstance(args[0], Ref):
             owner, attr = args[0], args[1] if isinstance(args[1], str) else "?"
-            name = attr if owner.name is None else f"{owner.name}.{attr}"
-            return Ref(owner.module, name, "getattr", pos)
+            module, owner_name = owner.key
+            name = attr if owner_name is None else f"{owner_name}.{attr}"
+            return Ref(module, name, "getattr", pos)
         return None
+
+    def imported_by_dunder_import(self, name, args, pos):
+        """``__import__(name)`` imports ``name`` but gives its top-level package
+        (unless a fromlist is given); a relative import (level > 0) is "?"."""
+        level = args[4] if len(args) > 4 else 0
+        if level != 0 or name == "?":
+            return "?"
+        fromlist = args[3] if len(args) > 3 else None
+        if "." in name and not (isinstance(fromlist, (tuple, SymList)) and fromlist):
+            self.refs.append(Ref(name, None, "import", pos))
+            return name.partition(".")[0]
+        return name
 
     def apply_state_setter(self, call):
         """``setter(obj, state)`` as the C pickler writes a reduce's state setter."""
         func, args = call.func, call.args
         if not (isinstance(func, Ref) and is_state_setter(func)):
+            return
+        if func.is_(NATIVE, "cell_set"):
             return
         if isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], Call):
             args[0].states.append(args[1])
@@ -237,28 +263,49 @@ class Machine:
 
     def run(self, data):
         opcodes = pickletools.genops(data)
+        spans = self.opcode_spans
+        sizes = self.sizes
+        handlers = {}
         while True:
             opcode, arg, pos = next_opcode(opcodes)
-            if self.opcode_spans:
-                last_pos = self.opcode_spans[-1][0]
-                self.opcode_spans[-1] = (last_pos, pos - last_pos)
-            self.opcode_spans.append((pos, 1))
-            self.step(opcode.name, arg, pos)
-            if opcode.name == "STOP":
+            if sizes:
+                if spans:
+                    last_pos = spans[-1][0]
+                    spans[-1] = (last_pos, pos - last_pos)
+                spans.append((pos, 1))
+            name = opcode.name
+            handler = handlers.get(name)
+            if handler is None:
+                handler = handlers[name] = self.handler(name)
+            handler(arg, pos)
+            if name == "STOP":
                 self.end = pos + 1
                 return
 
     def step(self, name, arg, pos):
+        self.handler(name)(arg, pos)
+
+    def handler(self, name):
+        """The method that runs the opcode ``name`` (``handler(arg, pos)``)."""
         handler = getattr(self, "op_" + name, None)
         if handler is not None:
-            handler(arg, pos)
-        elif name in CONSTANT_OPCODES:
-            self.push(arg, pos)
-        else:
+            return handler
+        if name in PY2_STRING_OPCODES and self.ascii_strings:
+            return self.push_py2_string
+        if name in CONSTANT_OPCODES:
+            return self.push
+
+        def unsupported(arg, pos):
             raise InspectError(f"unsupported opcode {name} at offset {pos}")
+
+        return unsupported
+
+    def push_py2_string(self, arg, pos):
+        self.push(arg if arg.isascii() else Opaque("non-ASCII Python 2 string"), pos)
 
     def op_PROTO(self, arg, pos):
         self.protocol = arg
+        self.protocols.append((pos, arg))
 
     def op_FRAME(self, arg, pos):
         pass
@@ -331,10 +378,13 @@ class Machine:
 
     def op_DICT(self, arg, pos):
         items, mark_pos = self.pop_mark(pos)
-        self.push(SymDict(pairs_of(items, pos)), mark_pos)
+        pairs = pairs_of(items, pos)
+        self.hashed.extend((key, pos) for key, _ in pairs)
+        self.push(SymDict(pairs), mark_pos)
 
     def op_FROZENSET(self, arg, pos):
         items, mark_pos = self.pop_mark(pos)
+        self.hashed.extend((item, pos) for item in items)
         self.push(SymSet(items, frozen=True), mark_pos)
 
     def op_APPEND(self, arg, pos):
@@ -349,7 +399,9 @@ class Machine:
         target, _ = self.top(pos)
         if isinstance(target, SymList):
             target.items.extend(items)
-        elif isinstance(target, Call):
+            return
+        self.mutations.append(("APPENDS", target, items, pos))
+        if isinstance(target, Call):
             target.states.append(SymList(items))
 
     def op_SETITEM(self, arg, pos):
@@ -362,16 +414,22 @@ class Machine:
 
     def set_items(self, pairs, pos):
         target, _ = self.top(pos)
+        self.hashed.extend((key, pos) for key, _ in pairs)
         if isinstance(target, SymDict):
             target.pairs.extend(pairs)
-        elif isinstance(target, Call):
+            return
+        self.mutations.append(("SETITEMS", target, pairs, pos))
+        if isinstance(target, Call):
             target.states.append(SymDict(pairs))
 
     def op_ADDITEMS(self, arg, pos):
         items, _ = self.pop_mark(pos)
         target, _ = self.top(pos)
+        self.hashed.extend((item, pos) for item in items)
         if isinstance(target, SymSet):
             target.items.extend(items)
+        else:
+            self.mutations.append(("ADDITEMS", target, items, pos))
 
     def op_PUT(self, arg, pos):
         self.memo[arg] = self.top(pos)[0]
@@ -398,13 +456,13 @@ class Machine:
         args, mark_pos = self.pop_mark(pos)
         module, _, name = arg.partition(" ")
         cls = self.reference(module, name, "INST", pos)
-        self.push(self.call(cls, tuple(args), mark_pos, pos), mark_pos)
+        self.push(self.call(cls, tuple(args), mark_pos, pos, op="INST"), mark_pos)
 
     def op_OBJ(self, arg, pos):
         items, mark_pos = self.pop_mark(pos)
         if not items:
             raise InspectError(f"OBJ at offset {pos} has no class")
-        self.push(self.call(items[0], tuple(items[1:]), mark_pos, pos), mark_pos)
+        self.push(self.call(items[0], tuple(items[1:]), mark_pos, pos, op="OBJ"), mark_pos)
 
     def op_REDUCE(self, arg, pos):
         (func, args), start = self.pop_n(2, pos)
@@ -412,15 +470,16 @@ class Machine:
 
     def op_NEWOBJ(self, arg, pos):
         (cls, args), start = self.pop_n(2, pos)
-        self.push(self.call(cls, args, start, pos), start)
+        self.push(self.call(cls, args, start, pos, op="NEWOBJ"), start)
 
     def op_NEWOBJ_EX(self, arg, pos):
         (cls, args, kwargs), start = self.pop_n(3, pos)
-        self.push(self.call(cls, args, start, pos, kwargs), start)
+        self.push(self.call(cls, args, start, pos, kwargs, op="NEWOBJ_EX"), start)
 
     def op_BUILD(self, arg, pos):
         state, state_start = self.pop(pos)
         target, _ = self.top(pos)
+        self.mutations.append(("BUILD", target, state, pos))
         if isinstance(target, Call):
             target.states.append(state)
             target.spans.append((state_start, pos + 1))
@@ -452,6 +511,7 @@ TRUNCATED = "truncated: the data ends before the STOP opcode"
 # What pickletools' argument readers say when the data ends inside an argument.
 DATA_ENDED = ("remain", "not enough data", "no newline found")
 
+PY2_STRING_OPCODES = frozenset(["STRING", "BINSTRING", "SHORT_BINSTRING"])
 CONSTANT_OPCODES = frozenset(
     """INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT STRING BINSTRING
     SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8 UNICODE
@@ -482,18 +542,11 @@ def pairs_of(items, pos):
 
 
 def is_import_function(ref):
-    return (
-        ref.is_(NATIVE, "subimport")
-        or ref.is_upstream("subimport")
-        or ref.is_("importlib", "import_module")
-        or ref.is_("builtins", "__import__")
-    )
+    return _trust.is_importer(*ref.key)
 
 
 def is_state_setter(ref):
-    return ref.is_(NATIVE, "function_setstate", "class_setstate", "module_setstate") or (
-        ref.is_upstream("_function_setstate", "_class_setstate")
-    )
+    return _trust.is_state_setter(*ref.key)
 
 
 # ---------------------------------------------------------------------------
@@ -772,14 +825,23 @@ def fill_class_files(items):
 
 def inspect_bytes(data):
     """The report (a dict of plain data) on the first pickle in ``data``."""
-    machine = Machine()
+    return analyse(data)[1]
+
+
+def analyse(data, **machine_options):
+    """``(machine, report)`` for the first pickle in ``data``."""
+    machine = Machine(**machine_options)
     machine.run(data)
+    return machine, report_of(machine, data)
+
+
+def report_of(machine, data):
     items = classify(machine.calls)
     attribute_sizes(items, machine.opcode_spans)
     fill_class_files(items)
     return {
         "size": machine.end,
-        "trailing_bytes": len(data) - machine.end,
+        "trailing_bytes": len(data) - machine.end if isinstance(data, (bytes, bytearray)) else 0,
         "protocol": machine.protocol,
         "result": describe(machine.result, items),
         "references": reference_rows(machine),
@@ -854,19 +916,36 @@ def describe(value, items):
 
 
 def is_allowed(module, allowed):
-    if module == NATIVE:
-        return True
-    return any(module == a or module.startswith(a + ".") for a in allowed)
+    """Whether ``module`` is allowed (``_trust.Policy.allows_module``; our
+    ``_native`` module is, for its reconstructors)."""
+    return module == NATIVE or _trust.Policy(allowed).allows_module(module)
 
 
 def violations(report, allowed):
-    """The references outside the allowed modules (exempt: what our own
-    reconstructors resolve to, which is always ours or a ``types`` class)."""
-    return [
-        row
-        for row in report["references"]
-        if row["how"] not in EXEMPT_HOWS and not is_allowed(row["module"], allowed)
-    ]
+    """The references of a report that the rules refuse (each row with the
+    reason as "reason"); :func:`refusal_rows` also checks the calls."""
+    policy = _trust.Policy(allowed)
+    found = []
+    for row in report["references"]:
+        reason = policy.reference_refusal(row["module"], row["name"], row["how"], report["protocol"])
+        if reason is not None:
+            found.append(dict(row, reason=reason))
+    return found
+
+
+def refusal_rows(machine, report, allowed):
+    """Everything loading this pickle under ``allowed`` would be refused for,
+    as rows: the reference rows with a "reason", then the calls and changes
+    the rules refuse (how "call", "modified", "class shipped by value"...)."""
+    rows = {(r["module"], r["name"], r["how"]): r for r in report["references"]}
+    found = []
+    for refusal in _trust.Policy(allowed).refusals(machine):
+        row = rows.get((refusal.module, refusal.name, refusal.how))
+        if row is None:
+            row = {"module": refusal.module, "name": refusal.name, "how": refusal.how,
+                   "direct": False, "offset": refusal.offset, "count": 1, "calls": 0}
+        found.append(dict(row, reason=refusal.reason))
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -877,7 +956,8 @@ def format_reference(row):
     target = row["module"] if row["name"] is None else f"{row['module']}.{row['name']}"
     how = {"import": "imported", "getattr": "via getattr"}.get(row["how"], row["how"])
     extra = f", called {row['calls']}x" if row["calls"] else ""
-    return f"{target}  ({how} at offset {row['offset']}{extra})"
+    reason = f": {row['reason']}" if row.get("reason") else ""
+    return f"{target}  ({how} at offset {row['offset']}{extra}){reason}"
 
 
 def format_source(row):
@@ -923,7 +1003,10 @@ def format_report(report, source, allowed=None, found=()):
         lines.append("  none")
     if allowed is not None:
         lines.append("")
-        lines.append("allowed modules: " + ", ".join([NATIVE, *allowed]))
+        lines.append(
+            "allowed modules: " + (", ".join(allowed) or "none")
+            + f" (and the reconstructors of {NATIVE})"
+        )
         if found:
             lines.append(f"NOT ALLOWED ({len(found)}):")
             lines.extend("  " + format_reference(row) for row in found)
@@ -979,9 +1062,10 @@ def parse_args(argv):
         "--allow",
         action="append",
         metavar="MODULE",
-        help="exit with code 1 if the pickle references anything outside these "
-        "modules and their submodules (repeatable; cloudpickle_rs._native is "
-        "always allowed)",
+        help="exit with code 1 if loading would reach anything outside these "
+        "modules and their submodules, or run code the pickle ships by value "
+        "(repeatable; the rules of cloudpickle_rs.loads(data, allow=[...]); "
+        "cloudpickle-rs's reconstructors are always allowed)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON report")
     return parser.parse_args(argv)
@@ -996,11 +1080,15 @@ def main(argv=None):
         return 2
     source = "<stdin>" if args.file == "-" else args.file
     try:
-        report = inspect_bytes(data)
+        machine, report = analyse(data)
     except InspectError as e:
         print(f"inspect: {source} is not a valid pickle: {e}", file=sys.stderr)
         return 2
-    found = violations(report, args.allow) if args.allow is not None else []
+    try:
+        found = refusal_rows(machine, report, args.allow) if args.allow is not None else []
+    except (TypeError, ValueError) as e:
+        print(f"inspect: --allow: {e}", file=sys.stderr)
+        return 2
     if args.json:
         if args.allow is not None:
             report["allowed"] = [NATIVE, *args.allow]
