@@ -240,6 +240,92 @@ fn name_like_canonical(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
     }
 }
 
+/// Whether `cls` is surely pickled by value: a class of `__main__` (local
+/// ones included) or of a module registered by value. (A local class of an
+/// importable module is too, but telling needs its `__qualname__`: one
+/// lookup more for every instance of every importable class.)
+fn surely_by_value(cls: &Bound<'_, PyType>) -> PyResult<bool> {
+    let Some(module) = ffi::heap_type_module(cls) else {
+        return Ok(false);
+    };
+    Ok(module.cast::<PyString>().is_ok_and(|m| {
+        m.to_str()
+            .is_ok_and(|m| m == "__main__" || crate::registry::is_registered(m))
+    }))
+}
+
+/// An instance of a class pickled by value, reduced as the C pickler would
+/// (`__reduce_ex__(protocol)`) but with the names of its state (`__dict__`
+/// keys, slot names) canonical: in the sender they are interned, one object
+/// with equal strings of the class (a dataclass's field names); after
+/// loading they are interned again, while those strings are not, so the
+/// memo would share differently. None: leave it to the C pickler.
+pub fn reduce_instance_of_dynamic_class<'py>(
+    obj: &Bound<'py, PyAny>,
+    protocol: impl FnOnce() -> Option<i64>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = obj.py();
+    let cls = obj.get_type();
+    if !surely_by_value(&cls)? {
+        return Ok(None);
+    }
+    let Some(protocol) = protocol().filter(|p| *p >= 2) else {
+        return Ok(None);
+    };
+    // copyreg.pickle() registrations come before __reduce_ex__, as in the C pickler.
+    if statics::copyreg_dispatch_table(py)?.contains(&cls)? {
+        return Ok(None);
+    }
+    let reduced = obj.call_method1(intern!(py, "__reduce_ex__"), (protocol,))?;
+    let Ok(parts) = reduced.cast::<PyTuple>() else {
+        return Ok(Some(reduced));
+    };
+    let Ok(state) = parts.get_item(2) else {
+        return Ok(Some(reduced));
+    };
+    let Some(state) = state_with_canonical_names(&state)? else {
+        return Ok(Some(reduced));
+    };
+    let mut items: Vec<Bound<'py, PyAny>> = parts.iter().collect();
+    items[2] = state;
+    Ok(Some(PyTuple::new(py, items)?.into_any()))
+}
+
+/// `state` (a dict, or `(dict or None, slots dict)`) with canonical str keys;
+/// None when it is neither (a `__getstate__` of the class's own making).
+fn state_with_canonical_names<'py>(
+    state: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = state.py();
+    let canonical_dict = |d: &Bound<'py, PyDict>| -> PyResult<Bound<'py, PyAny>> {
+        let out = PyDict::new(py);
+        for (key, value) in d.iter() {
+            out.set_item(names::canonical(key)?, value)?;
+        }
+        Ok(out.into_any())
+    };
+    if let Ok(dict) = state.cast_exact::<PyDict>() {
+        return canonical_dict(dict).map(Some);
+    }
+    let Ok(pair) = state.cast_exact::<PyTuple>() else {
+        return Ok(None);
+    };
+    if pair.len() != 2 {
+        return Ok(None);
+    }
+    let mut halves = Vec::with_capacity(2);
+    for half in pair.iter() {
+        if half.is_none() {
+            halves.push(half);
+        } else if let Ok(dict) = half.cast_exact::<PyDict>() {
+            halves.push(canonical_dict(dict)?);
+        } else {
+            return Ok(None);
+        }
+    }
+    Ok(Some(PyTuple::new(py, halves)?.into_any()))
+}
+
 /// What the state setter restores: the attributes, and for an ABC the
 /// classes registered as its virtual subclasses.
 fn class_state<'py>(cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {

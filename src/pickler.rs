@@ -257,8 +257,29 @@ fn reducer_override<'py>(
         Kind::ContextVar => stdlib::reduce_context_var(obj),
         Kind::WeakDictionary => stdlib::reduce_weak_dictionary(obj),
         Kind::Traceback => types::reduce_traceback(obj),
-        Kind::Other => Ok(py.NotImplemented().into_bound(py)),
+        Kind::Other => match class::reduce_instance_of_dynamic_class(obj, || {
+            protocol_of(pickler).ok().flatten()
+        })? {
+            Some(reduced) => Ok(reduced),
+            None => Ok(py.NotImplemented().into_bound(py)),
+        },
     }
+}
+
+/// Where `__init__` keeps the protocol (the C pickler's own field is not
+/// readable), in the pickler's `__dict__`.
+const PROTOCOL_ATTRIBUTE: &str = "_cloudpickle_rs_protocol";
+
+/// The protocol a pickler writes, when our `__init__` recorded it.
+fn protocol_of(pickler: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    let py = pickler.py();
+    let Ok(dict) = ffi::instance_dict(pickler) else {
+        return Ok(None);
+    };
+    Ok(match dict.get_item(intern!(py, PROTOCOL_ATTRIBUTE))? {
+        Some(protocol) => protocol.extract().ok(),
+        None => None,
+    })
 }
 
 /// `compat` is taken by `Pickler.__new__` (it picks the class); `__init__`
@@ -326,6 +347,12 @@ fn pickler_init<'py>(
         ],
     )?;
     ffi::call_base_init(st.base.bind(py), pickler, &base_args)?;
+    let written: i64 = match base_args.get_item(1)?.extract::<i64>() {
+        Ok(p) if p < 0 => st.highest_protocol.bind(py).extract()?,
+        Ok(p) => p,
+        Err(_) => 0,
+    };
+    ffi::instance_dict(pickler)?.set_item(intern!(py, PROTOCOL_ATTRIBUTE), written)?;
     // The base copied the class-level default table into the slot: empty the
     // slot again, the hook and the C fast path cover the default (see module doc).
     if ffi::read_object_member(pickler, st.dispatch_offset)
@@ -664,7 +691,12 @@ fn dumps_reusing<'py>(
     let reset = || -> PyResult<()> {
         chunks.call_method0(intern!(py, "clear"))?;
         pickler.call_method0(intern!(py, "clear_memo"))?;
-        ffi::instance_dict(pickler)?.clear();
+        let dict = ffi::instance_dict(pickler)?;
+        let protocol = dict.get_item(intern!(py, PROTOCOL_ATTRIBUTE))?;
+        dict.clear();
+        if let Some(protocol) = protocol {
+            dict.set_item(intern!(py, PROTOCOL_ATTRIBUTE), protocol)?;
+        }
         Ok(())
     };
     // After a failed dump the pickler is dropped rather than trusted again;

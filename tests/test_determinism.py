@@ -54,7 +54,7 @@ CASES = {
 
         objs = make()
         """,
-    "classes with slots, generics, docstrings, dataclasses": """
+    "classes with slots, generics, docstrings, dataclasses and an instance": """
         import dataclasses, enum, typing
 
         T = typing.TypeVar("T")
@@ -80,7 +80,7 @@ CASES = {
             slow = 2
             fast = 1
 
-        objs = (Slotted, Box, Box[int], Point, Mode.fast)
+        objs = (Slotted, Box, Box[int], Point, Point(1, 2), Mode.fast)
         """,
     "functions and classes sharing strings with data": """
         import enum

@@ -245,6 +245,31 @@ pub fn is_heap_type(cls: &Bound<'_, PyType>) -> bool {
     flags & ffi::Py_TPFLAGS_HEAPTYPE != 0
 }
 
+/// `vars(cls).get("__module__")` for a heap type, read from its dict
+/// without an attribute lookup (which costs a descriptor call per object on
+/// the hook's path for instances).
+pub fn heap_type_module<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyAny>> {
+    if !is_heap_type(cls) {
+        return None;
+    }
+    // SAFETY: `cls` is a live heap type, whose `tp_dict` is its own dict
+    // (set when the type was made, for the type's lifetime); the borrowed
+    // item is turned into an owned reference before anything else runs.
+    unsafe {
+        let dict = (*(cls.as_ptr() as *mut ffi::PyTypeObject)).tp_dict;
+        if dict.is_null() {
+            return None;
+        }
+        let key = pyo3::intern!(cls.py(), "__module__");
+        let item = ffi::PyDict_GetItemWithError(dict, key.as_ptr());
+        if item.is_null() {
+            ffi::PyErr_Clear();
+            return None;
+        }
+        Some(Bound::from_borrowed_ptr(cls.py(), item))
+    }
+}
+
 /// The function's `__globals__` (never NULL for a function).
 pub fn function_globals<'py>(func: &Bound<'py, PyAny>) -> Bound<'py, PyDict> {
     debug_assert!(is_function(func));
