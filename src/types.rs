@@ -451,6 +451,10 @@ pub fn reduce_exception<'py>(
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = exc.py();
     let cls = exc.get_type();
+    // copyreg.pickle() registrations (tblib's, for one) come first, as in the C pickler.
+    if crate::statics::copyreg_dispatch_table(py)?.contains(&cls)? {
+        return Ok(None);
+    }
     let own = if ffi::is_heap_type(&cls) && cls.getattr(intern!(py, "__reduce__"))?.is(base_reduce)
     {
         let args = PyTuple::new(

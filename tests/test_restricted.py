@@ -730,6 +730,10 @@ CORPUS_ALLOW = [
     "_decimal", "enum", "fractions", "functools", "ipaddress", "logging", "math", "pathlib",
     "posixpath", "re", "typing", "uuid", "_weakrefset", "_thread", "_operator", "_io",
 ]
+#: From 3.14 the annotate functions of classes and of dataclasses' methods
+#: refer to annotationlib.
+ANNOTATIONS = ["annotationlib"] if sys.version_info >= (3, 14) else []
+CORPUS_ALLOW += ANNOTATIONS
 #: Loads that must be refused, as they run code the pickle ships by value: a
 #: NamedTuple's instance its __new__ (from protocol 2: NEWOBJ; the class
 #: itself loads), a set of frozen dataclass instances their __hash__.
@@ -851,7 +855,7 @@ def test_each_referenced_module_is_needed_and_named(corpus):
         for proto in (5, 2):
             assert modules <= needed[f"{obj}@{proto}"], (obj, proto, needed[f"{obj}@{proto}"])
         if not modules:
-            assert needed[f"{obj}@5"] <= {"copyreg"}, (obj, needed[f"{obj}@5"])
+            assert needed[f"{obj}@5"] <= {"copyreg", *ANNOTATIONS}, (obj, needed[f"{obj}@5"])
 
 
 def test_namedtuple_instances_are_refused_for_their_shipped_new():
@@ -863,7 +867,7 @@ def test_namedtuple_instances_are_refused_for_their_shipped_new():
     out = subprocess_loads(
         run_sender("import typing\nclass Pair(typing.NamedTuple):\n    a: int\nobjs = Pair"),
         "import cloudpickle_rs\n"
-        "Pair = cloudpickle_rs.loads(data, allow=['typing', 'collections', '_collections'])\n"
+        f"Pair = cloudpickle_rs.loads(data, allow={['typing', 'collections', '_collections', *ANNOTATIONS]!r})\n"
         "print(Pair._fields, Pair(5).a)",
         autoload=False,
     )

@@ -324,3 +324,26 @@ def test_traceback_reconstructor_rejects_malformed_frames():
             _native.make_traceback(frames)
     tb = _native.make_traceback((("a.py", "outer", 3), ("b.py", "inner", 0)))
     assert tb.tb_frame.f_code.co_name == "outer" and tb.tb_next.tb_lineno == 0
+
+
+def test_copyreg_registrations_for_exceptions_come_first():
+    # tblib registers its reducers for exception classes this way.
+    from testutils import run_script
+
+    out = run_script(
+        """
+        import copyreg, pickle, cloudpickle_rs
+
+        class JobError(Exception):
+            pass
+
+        copyreg.pickle(JobError, lambda e: (str, ("via copyreg",)))
+        copyreg.pickle(KeyError, lambda e: (str, ("key via copyreg",)))
+        try:
+            raise JobError("x") from KeyError("k")
+        except JobError as exc:
+            err = exc
+        print(pickle.loads(cloudpickle_rs.dumps(err)), "|", pickle.loads(cloudpickle_rs.dumps(err.__cause__)))
+        """
+    )
+    assert out.strip() == "via copyreg | key via copyreg"

@@ -102,7 +102,7 @@ ALLOWED_DUNDERS_FIRST = frozenset(["__import__"])
 #: Harmless to look up and to call with plain data: they store or convert it.
 SAFE_BUILTIN_CLASSES = frozenset(
     """object bool int float complex str bytes bytearray tuple list dict set
-    frozenset slice range classmethod staticmethod property""".split()
+    frozenset frozendict slice range classmethod staticmethod property""".split()
 )
 #: Harmless to look up (functions that compute, classes of iterators), not to call.
 SAFE_BUILTIN_VALUES = frozenset(
@@ -120,7 +120,7 @@ BUILTIN_EXCEPTIONS = frozenset(
 #: Builtins whose calls only wrap their arguments (any arguments).
 WRAPPERS = frozenset(["classmethod", "staticmethod", "property"])
 #: Builtins that, called on a list, tuple, set or dict, only copy (or hash) its items.
-COLLECTIONS = frozenset(["list", "tuple", "set", "frozenset", "dict"])
+COLLECTIONS = frozenset(["list", "tuple", "set", "frozenset", "dict", "frozendict"])  # 3.15: frozendict
 
 #: Functions that import a module named by their first argument.
 IMPORTERS = frozenset(
