@@ -150,6 +150,19 @@ impl Tracker {
     }
 }
 
+/// `base`, or `base-2`, `base-3`... the first that `taken` says no to: two
+/// distinct live objects of one definition never share an id.
+pub fn first_free_id(base: &str, taken: impl Fn(&str) -> bool) -> String {
+    let mut id = base.to_owned();
+    let mut n = 1;
+    while taken(&id) {
+        n += 1;
+        id.clear();
+        let _ = write!(id, "{base}-{n}");
+    }
+    id
+}
+
 /// The tracker id of `obj`: the one it already has, else `base` (a digest of
 /// its definition), suffixed when another live object already holds it.
 pub fn tracker_id_for(
@@ -167,18 +180,13 @@ pub fn tracker_id_for(
     if let Some(id) = tracker.id_of(obj) {
         return Ok(id);
     }
-    let mut id = base.clone();
-    let mut n = 1;
-    while tracker
-        .by_id
-        .get(&id)
-        .and_then(|w| alive(py, w))
-        .is_some_and(|o| !o.is(obj))
-    {
-        n += 1;
-        id.clear();
-        let _ = write!(id, "{base}-{n}");
-    }
+    let id = first_free_id(&base, |id| {
+        tracker
+            .by_id
+            .get(id)
+            .and_then(|w| alive(py, w))
+            .is_some_and(|o| !o.is(obj))
+    });
     tracker.track(py, obj, weak, id.clone());
     drop(guard);
     share_with_upstream(obj, &id)?;

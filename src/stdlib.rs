@@ -5,8 +5,6 @@
 //! layout, its reducer, then its reconstructor (when a stdlib callable does
 //! not serve as one).
 
-use std::fmt::Write as _;
-
 use ahash::AHashMap;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyLookupError, PyTypeError};
@@ -333,9 +331,7 @@ pub fn reduce_context_var<'py>(var: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
     let name = var.getattr(intern!(py, "name"))?;
     if let Some(module) = lookup::lookup_module_and_name(var, &name)? {
         if !lookup::module_registered_by_value(&module)? {
-            let getattr = statics::builtin_getattr(py)?.clone();
-            let args = PyTuple::new(py, [module, name])?.into_any();
-            return reduce_tuple(py, vec![getattr, args]);
+            return crate::types::reduce_to_getattr(module, name);
         }
     }
     let name = names::canonical(name)?;
@@ -348,17 +344,11 @@ pub fn reduce_context_var<'py>(var: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
             let definition = PyTuple::new(py, [name.clone(), default.clone().into_any()])?;
             let base = digest::tracker_id(var, definition.as_any())?;
             with_context_vars(|vars| {
-                let mut id = base.clone();
-                let mut n = 1;
-                while vars
-                    .by_id
-                    .get(&id)
-                    .is_some_and(|other| !other.bind(py).is(var))
-                {
-                    n += 1;
-                    id.clear();
-                    let _ = write!(id, "{base}-{n}");
-                }
+                let id = crate::registry::first_free_id(&base, |id| {
+                    vars.by_id
+                        .get(id)
+                        .is_some_and(|other| !other.bind(py).is(var))
+                });
                 vars.by_id.insert(id.clone(), var.clone().unbind());
                 vars.ids.insert(address, id.clone());
                 id

@@ -35,7 +35,7 @@ fn reduce_to_own_type<'py>(
 }
 
 /// `(getattr, (owner, name))`: loads as the receiver's own attribute.
-fn reduce_to_getattr<'py>(
+pub fn reduce_to_getattr<'py>(
     owner: Bound<'py, PyAny>,
     name: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
