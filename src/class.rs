@@ -165,45 +165,15 @@ fn bases_of<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
     }
 }
 
-/// The text of an exact str ("" for one that is not valid UTF-8).
-fn str_of<'a>(key: &'a Bound<'_, PyAny>) -> &'a str {
-    key.cast::<PyString>()
-        .ok()
-        .and_then(|k| k.to_str().ok())
-        .unwrap_or("")
-}
-
-/// Attributes a class made again has before its state is set (from its
-/// creation namespace, or from `type()` itself), in the order it gets them.
-const MADE_FIRST: [&str; 3] = ["__slots__", "__orig_bases__", "__doc__"];
-/// Attributes that setting any other moves to the end (3.13's `__firstlineno__`).
-const MOVED_LAST: [&str; 1] = ["__firstlineno__"];
-
-/// Where an attribute goes in the written order: those in [`MADE_FIRST`]
-/// first (in its order), then the others, then those in [`MOVED_LAST`].
-fn written_rank(name: &str) -> (u8, usize) {
-    if let Some(i) = MADE_FIRST.iter().position(|n| *n == name) {
-        (0, i)
-    } else if MOVED_LAST.contains(&name) {
-        (2, 0)
-    } else {
-        (1, 0)
-    }
-}
-
 /// The class's own attributes (not identical to a base's), with canonical
-/// names, in definition order (`vars(cls)`) except for [`MADE_FIRST`] and
-/// [`MOVED_LAST`]: so the class made from them lists them in the same
-/// order, and pickles to the same bytes again.
+/// names, in definition order (`vars(cls)`); the receiver keeps that order
+/// (see [`keep_written_order`]), so the class pickles to the same bytes again.
 fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
     let py = cls.py();
     let own = cls
         .getattr(intern!(py, "__dict__"))?
         .call_method0(intern!(py, "copy"))?
         .cast_into::<PyDict>()?;
-    let mut items: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = own.iter().collect();
-    // A stable sort: definition order within each rank.
-    items.sort_by_key(|(key, _)| written_rank(str_of(key)));
     let bases = cls
         .getattr(intern!(py, "__bases__"))?
         .cast_into::<PyTuple>()?;
@@ -217,7 +187,7 @@ fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>>
         )?;
     }
     let attributes = PyDict::new(py);
-    for (key, value) in items {
+    for (key, value) in own.iter() {
         if inherited
             .get_item(&key)?
             .is_some_and(|base_value| base_value.is(&value))
@@ -240,18 +210,22 @@ fn name_like_canonical(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
     }
 }
 
-/// Whether `cls` is surely pickled by value: a class of `__main__` (local
-/// ones included) or of a module registered by value. (A local class of an
-/// importable module is too, but telling needs its `__qualname__`: one
-/// lookup more for every instance of every importable class.)
+/// Whether `cls` is surely pickled by value: a class of `__main__`, of a
+/// module registered by value, or a local one (`<locals>` in its qualified
+/// name, read from the type itself). A class of an importable module that
+/// its module does not hold under its name goes by value too, but telling
+/// needs a lookup in that module for every instance of every class.
 fn surely_by_value(cls: &Bound<'_, PyType>) -> PyResult<bool> {
     let Some(module) = ffi::heap_type_module(cls) else {
         return Ok(false);
     };
-    Ok(module.cast::<PyString>().is_ok_and(|m| {
+    let by_value_module = module.cast::<PyString>().is_ok_and(|m| {
         m.to_str()
             .is_ok_and(|m| m == "__main__" || crate::registry::is_registered(m))
-    }))
+    });
+    Ok(by_value_module
+        || ffi::heap_type_qualname(cls)
+            .is_some_and(|q| q.to_str().is_ok_and(|q| q.contains("<locals>"))))
 }
 
 /// An instance of a class pickled by value, reduced as the C pickler would
@@ -665,11 +639,57 @@ pub fn class_setstate(cls: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyR
     if let Some(line) = attributes.get_item("__firstlineno__")? {
         cls.setattr("__firstlineno__", line)?;
     }
+    keep_written_order(cls, &attributes)?;
     let registry = state.get_item(1)?;
     if !registry.is_none() {
         for subclass in registry.cast::<PyTuple>()?.iter() {
             cls.call_method1(intern!(py, "register"), (subclass,))?;
         }
     }
+    Ok(())
+}
+
+/// Setting an attribute appends it to the class's dict unless the class
+/// already has it: those its metaclass made when it was created (a
+/// NamedTuple's field getters, its `__annotations__`) stay where they are.
+/// When the written attributes come out in another order, each is moved to
+/// the end in the written order, so that the class lists them as the sender
+/// did and pickles to the same bytes again.
+fn keep_written_order(cls: &Bound<'_, PyType>, attributes: &Bound<'_, PyDict>) -> PyResult<()> {
+    let Some(dict) = ffi::heap_type_dict(cls) else {
+        return Ok(());
+    };
+    let mut current = Vec::with_capacity(attributes.len());
+    for (key, value) in dict.iter() {
+        if attributes.contains(&key)? {
+            current.push((key, value));
+        }
+    }
+    let mut in_order = true;
+    let mut position = 0;
+    for key in attributes.keys() {
+        if position < current.len() && current[position].0.eq(&key)? {
+            position += 1;
+        } else if dict.contains(&key)? {
+            in_order = false;
+            break;
+        }
+    }
+    if in_order {
+        return Ok(());
+    }
+    let by_name = PyDict::new(cls.py());
+    for (key, value) in &current {
+        by_name.set_item(key, (key, value))?;
+    }
+    for name in attributes.keys() {
+        let Some(entry) = by_name.get_item(&name)? else {
+            continue;
+        };
+        let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = entry.extract()?;
+        dict.del_item(&key)?;
+        dict.set_item(&key, value)?;
+    }
+    ffi::type_modified(cls);
     Ok(())
 }

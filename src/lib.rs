@@ -36,6 +36,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         registry::list_registry_pickle_by_value,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(registry::tracked_by_id, m)?)?;
     m.add("PYTHON_VERSION", code::python_version(py))?;
     m.add(
         "FUNCTION_STATE",

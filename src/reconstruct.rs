@@ -6,7 +6,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyModule, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyInt, PyModule, PyString, PyTuple, PyType};
 
 use ahash::AHashMap;
 
@@ -607,15 +607,21 @@ pub fn make_traceback<'py>(frames: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, 
         if frame.len() != 3 {
             return Err(bad());
         }
+        // Exact types: reading a subclass (an `__index__`) could run code.
         let filename = frame
             .get_item(0)?
-            .cast_into::<PyString>()
+            .cast_into_exact::<PyString>()
             .map_err(|_| bad())?;
         let name = frame
             .get_item(1)?
-            .cast_into::<PyString>()
+            .cast_into_exact::<PyString>()
             .map_err(|_| bad())?;
-        let lineno: i32 = frame.get_item(2)?.extract().map_err(|_| bad())?;
+        let lineno: i32 = frame
+            .get_item(2)?
+            .cast_into_exact::<PyInt>()
+            .map_err(|_| bad())?
+            .extract()
+            .map_err(|_| bad())?;
         if lineno < 0 {
             return Err(bad());
         }

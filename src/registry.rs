@@ -256,3 +256,12 @@ pub fn tracked<'py>(py: Python<'py>, id: &str) -> Option<Bound<'py, PyAny>> {
     let guard = TRACKER.lock();
     guard.as_ref()?.by_id.get(id).and_then(|w| alive(py, w))
 }
+
+/// `_native._tracked(id)`: the class (or TypeVar) this process knows under
+/// the tracker id `id`, else None; the restricted loader asks it before a
+/// class is made, so that a pickle cannot change a class it did not make.
+#[pyfunction]
+#[pyo3(name = "_tracked")]
+pub fn tracked_by_id<'py>(py: Python<'py>, id: &str) -> Option<Bound<'py, PyAny>> {
+    tracked(py, id)
+}

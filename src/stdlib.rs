@@ -101,7 +101,8 @@ pub fn make_lru_cache<'py>(
     typed: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = function.py();
-    if !(maxsize.is_none() || maxsize.is_instance_of::<PyInt>()) {
+    // Exactly an int: lru_cache compares it with 0 (a subclass's __lt__).
+    if !(maxsize.is_none() || maxsize.is_exact_instance_of::<PyInt>()) {
         return Err(PyTypeError::new_err(
             "lru_cache maxsize must be None or an int",
         ));

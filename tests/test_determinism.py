@@ -82,6 +82,18 @@ CASES = {
 
         objs = (Slotted, Box, Box[int], Point, Point(1, 2), Mode.fast)
         """,
+    "a typing.NamedTuple class and an instance": """
+        import typing
+
+        class Pair(typing.NamedTuple):
+            a: int
+            b: str = "x"
+
+            def swap(self):
+                return Pair(self.b, self.a)
+
+        objs = (Pair, Pair(1, "y"))
+        """,
     "functions and classes sharing strings with data": """
         import enum
 
@@ -155,3 +167,40 @@ def test_dask_tokenizes_instances_of_a_local_subclass_deterministically():
         """
     )
     assert out.split() == ["deterministic"]
+
+
+def test_same_bytes_for_instances_of_a_local_class_of_an_importable_module(tmp_path):
+    # The class goes by value (the module cannot give it by name); its
+    # instances' state names must be written as for a class of __main__.
+    (tmp_path / "shapes_lib.py").write_text(
+        textwrap.dedent(
+            """
+            import dataclasses
+
+            def make():
+                @dataclasses.dataclass(frozen=True)
+                class Point:
+                    y: int
+                    x: int = 0
+                    label: str = "x"
+
+                return Point
+            """
+        )
+    )
+    out = send_and_receive(
+        """
+        import shapes_lib
+        Point = shapes_lib.make()
+        objs = (Point(1, 2), Point(3))
+        """,
+        """
+        import cloudpickle_rs
+        assert "shapes_lib" not in sys.modules
+        again = cloudpickle_rs.dumps(objs)
+        assert again == data, (len(again), len(data))
+        print(objs[0].y, objs[1].label)
+        """,
+        sender_sys_path=[str(tmp_path)],
+    )
+    assert out.split() == ["1", "x"]

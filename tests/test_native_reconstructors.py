@@ -42,6 +42,7 @@ RECONSTRUCTORS = [
     "make_context_var",
     "make_traceback",
     "reconstructor",
+    "_tracked",  # what the restricted loader asks before a class is made
     # upstream cloudpickle's names (src/compat.rs)
     "_make_function",
     "_function_setstate",
@@ -107,6 +108,40 @@ def test_hostile_arguments_raise_never_crash(name):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("calls ")
+
+
+def test_values_that_would_run_code_are_refused_not_used():
+    # An int subclass's __lt__ (lru_cache compares maxsize with 0), an
+    # __index__ (a line number read as an int): code a pickle could ship.
+    out = run_checks(
+        """
+        from cloudpickle_rs import _native
+        ran = []
+        class Size(int):
+            def __lt__(self, other):
+                ran.append("__lt__")
+                return False
+        class Line:
+            def __index__(self):
+                ran.append("__index__")
+                return 3
+        class Name(str):
+            pass
+        calls = [
+            lambda: _native.make_lru_cache(len, Size(4), False),
+            lambda: _native.make_traceback((("a.py", "f", Line()),)),
+            lambda: _native.make_traceback((("a.py", Name("f"), 3),)),
+        ]
+        for call in calls:
+            try:
+                call()
+                print("accepted")
+            except TypeError as e:
+                print("TypeError")
+        print(ran)
+        """
+    )
+    assert out.split() == ["TypeError", "TypeError", "TypeError", "[]"]
 
 
 def run_checks(src):

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -329,6 +330,7 @@ def test_a_subclass_find_class_keeps_the_checks(tmp_path):
 
 TRICKS_SENDER = r'''
 import copyreg
+import functools
 import cloudpickle_rs
 
 def touch():
@@ -397,7 +399,42 @@ class Reconstructor:
     def __reduce__(self):
         return (copyreg._reconstructor, (ReconstructedBase, ReconstructedBase, None))
 
+class HashedMeta(type):
+    def __hash__(cls):
+        touch()
+        return 1
+
+class HashedClass(metaclass=HashedMeta):
+    pass
+
+@functools.singledispatch
+def dispatched(x):
+    return x
+
+dispatched.register(HashedClass, lambda x: x)
+
+class LooksUp:
+    def __call__(self):
+        return 1
+    def __getattr__(self, name):
+        touch()
+        raise AttributeError(name)
+
+cached = functools.lru_cache(maxsize=8)(LooksUp())
+
+class Dispatching:
+    @functools.singledispatchmethod
+    def handle(self, x):
+        return x
+
+    @handle.register
+    def _(self, x: HashedClass):
+        return x
+
 payloads = {
+    "singledispatch registering a class whose metaclass ships __hash__": (dispatched, "__hash__"),
+    "singledispatchmethod registering it": (Dispatching.__dict__["handle"], "__hash__"),
+    "lru_cache wrapping an instance shipping __getattr__": (cached, "__getattr__"),
     "REDUCE of a function shipped by value": (CallsAFunction(), "function shipped by value"),
     "REDUCE of a class shipped by value": (CallsAClass(), "__init__"),
     "NEWOBJ of a class shipping __new__": (New(), "__new__"),
@@ -421,6 +458,9 @@ def tricks():
 
 
 TRICK_NAMES = [
+    "singledispatch registering a class whose metaclass ships __hash__",
+    "singledispatchmethod registering it",
+    "lru_cache wrapping an instance shipping __getattr__",
     "REDUCE of a function shipped by value",
     "REDUCE of a class shipped by value",
     "NEWOBJ of a class shipping __new__",
@@ -671,8 +711,47 @@ try:
 except AppError as error:
     chained = error
 
+@functools.lru_cache(maxsize=32)
+def memo(x):
+    return x + OFFSET
+
+@functools.singledispatch
+def describe(x):
+    return "thing"
+
+@describe.register
+def _(x: int):
+    return "int"
+
+describe.register(Point, lambda p: "point")
+
+class Handler:
+    @functools.singledispatchmethod
+    def handle(self, x):
+        return "any"
+
+    @handle.register
+    def _(self, x: str):
+        return "str"
+
+    @functools.cached_property
+    def answer(self):
+        return 42
+
+import contextvars
+request_id = contextvars.ContextVar("request_id", default="none")
+
+def reads_request_id():
+    return request_id.get()
+
+UserId = typing.NewType("UserId", int)
+kept = Point(5, 6)
+by_name = weakref.WeakValueDictionary({"kept": kept})
+
 view_source = {"k": 1, "j": 2}
 objects = dict(
+    memo=memo, describe=describe, Handler=Handler, handler=Handler(), UserId=UserId,
+    request_id=request_id, reads_request_id=reads_request_id, by_name=(kept, by_name),
     lam=lambda x: x * OFFSET, closure=make_adder(5), counter=make_counter(), gen=gen,
     Point=Point, point=Point(1, 2), child=Child(3, -4), Color=Color, blue=Color.BLUE,
     colors=[Color.RED, Color.BLUE], color_set={Color.RED}, color_keys={Color.BLUE: 2},
@@ -728,7 +807,7 @@ def area(side):
 CORPUS_ALLOW = [
     "abc", "collections", "_collections", "copyreg", "dataclasses", "datetime", "decimal",
     "_decimal", "enum", "fractions", "functools", "ipaddress", "logging", "math", "pathlib",
-    "posixpath", "re", "typing", "uuid", "_weakrefset", "_thread", "_operator", "_io",
+    "posixpath", "re", "typing", "uuid", "_weakrefset", "_thread", "_operator", "_io", "weakref",
 ]
 #: From 3.14 the annotate functions of classes and of dataclasses' methods
 #: refer to annotationlib.
@@ -755,7 +834,7 @@ def same(a, b, seen):
         return False
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(same(x, y, seen) for x, y in zip(a, b))
-    if isinstance(a, dict):
+    if isinstance(a, (dict, types.MappingProxyType)):
         return same(list(a.items()), list(b.items()), seen)
     if isinstance(a, types.FunctionType):
         cells = lambda f: [c.cell_contents for c in f.__closure__ or ()]
@@ -918,6 +997,49 @@ def test_upstream_cloudpickle_pickles_need_cloudpickle_allowed():
         autoload=False,
     )
     assert out.strip() == "5"
+
+
+TRACKED_SENDER = """
+class Point:
+    def get(self):
+        return {result!r}
+
+objs = Point
+"""
+
+
+@pytest.mark.parametrize("upstream", [False, True], ids=["ours", "upstream"])
+def test_a_pickle_cannot_change_a_class_this_process_already_tracks(upstream):
+    # A class id names a class across pickles: a forged pickle that reuses
+    # the id of a class the receiver already has must not change it under
+    # allow (plain pickle.loads does, as upstream cloudpickle's loader does).
+    if upstream:
+        pytest.importorskip("cloudpickle")
+        footer = "\nimport sys\nsys.stdout.buffer.write(__import__('cloudpickle').dumps(objs))\n"
+        good = run_python(["-c", TRACKED_SENDER.format(result="original") + footer]).stdout
+        evil = run_python(["-c", TRACKED_SENDER.format(result="changed") + footer]).stdout
+    else:
+        good = run_sender(TRACKED_SENDER.format(result="original"))
+        evil = run_sender(TRACKED_SENDER.format(result="changed"))
+    id_pattern = rb"[0-9a-f]{32}"  # ours: a digest; upstream's: uuid4().hex
+    good_ids = set(re.findall(id_pattern, good))
+    evil_ids = set(re.findall(id_pattern, evil))
+    assert len(good_ids) == len(evil_ids) == 1 and good_ids != evil_ids
+    forged = evil.replace(evil_ids.pop(), good_ids.pop())
+    allow = ["cloudpickle"] if upstream else []
+    out = subprocess_loads(
+        pickle.dumps((good, forged)),
+        f"""
+        import cloudpickle_rs
+        good, forged = objs
+        Point = pickle.loads(good)
+        same = cloudpickle_rs.loads(forged, allow={allow!r})
+        print(same is Point, Point().get())
+        pickle.loads(forged)
+        print(Point().get())
+        """,
+    )
+    assert out.split() == ["True", "original", "changed"]
 
 
 # ---------------------------------------------------------------------------

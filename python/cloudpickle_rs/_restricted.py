@@ -67,6 +67,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._symbolic_memo = {}  # kept from one load to the next, as the real memo
         self._protocol = 0
         self._getattr = _checked_getattr(self._policy)
+        self._tracked = _KeepTracked()
         super().__init__(self._feed, **pickle_kwargs)
 
     @property
@@ -146,7 +147,7 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"refused to load the global {module}.{name} "
                 f"(allowed modules: {', '.join(self._policy.allowed) or 'none'}): {reason}"
             )
-        return super().find_class(module, name)
+        return self._tracked.guard(checked, super().find_class(module, name))
 
     def _path_refusal(self, module, name):
         """Why an object on the way from the (allowed) module to ``name`` is
@@ -166,6 +167,72 @@ class RestrictedUnpickler(pickle.Unpickler):
                 return reason
             value = found
         return None
+
+
+class _KeepTracked:
+    """A class id names one class across pickles: a pickle whose class id is
+    one this process already tracks gets that class, as with plain loading,
+    but here its state (its methods and attributes) is not set again, so
+    that a pickle cannot change a class it did not make."""
+
+    #: Makers that return the class already known under a tracker id: where
+    #: the id is among their arguments.
+    MAKERS = {"make_class": -1, "make_enum": -1}
+    UPSTREAM_MAKERS = {"_make_skeleton_class": 4, "_make_skeleton_enum": 5, "_lookup_class_or_track": 0}
+    SETTERS = frozenset(["class_setstate"])
+    UPSTREAM_SETTERS = frozenset(["_class_setstate"])
+
+    def __init__(self):
+        self._kept = {}  # id -> class: held, so that ids stay unique
+
+    def guard(self, key, found):
+        """``found`` (the global ``key``), wrapped when it makes or fills classes."""
+        from . import _trust
+
+        module, name = key
+        if module == _trust.NATIVE and name == "reconstructor":
+            return self._reconstructor(found)
+        if module in _trust.UPSTREAM_MODULES:
+            # Upstream's own reconstructors track in that module (ours, served
+            # as cloudpickle after install(), in ours).
+            upstream = getattr(sys.modules.get(module), "_DYNAMIC_CLASS_TRACKER_BY_ID", None)
+            return self._wrapped(name, found, self.UPSTREAM_MAKERS, self.UPSTREAM_SETTERS, upstream)
+        return found
+
+    def _reconstructor(self, reconstructor):
+        def guarded_reconstructor(name):
+            return self._wrapped(name, reconstructor(name), self.MAKERS, self.SETTERS, None)
+
+        return guarded_reconstructor
+
+    def _wrapped(self, name, func, makers, setters, tracker):
+        if name in makers:
+            return self._maker(func, makers[name], tracker)
+        if name in setters:
+            return self._setter(func)
+        return func
+
+    def _maker(self, make, id_at, tracker):
+        from ._native import _tracked
+
+        def make_unless_known(*args):
+            known = None
+            if -len(args) <= id_at < len(args) and isinstance(args[id_at], str):
+                known = tracker.get(args[id_at]) if tracker is not None else _tracked(args[id_at])
+            cls = make(*args)
+            if known is not None and cls is known:
+                self._kept[id(cls)] = cls
+            return cls
+
+        return make_unless_known
+
+    def _setter(self, setstate):
+        def set_state_of_what_was_made(obj, state):
+            if self._kept.get(id(obj)) is obj:
+                return obj
+            return setstate(obj, state)
+
+        return set_state_of_what_was_made
 
 
 def _checked_getattr(policy):

@@ -200,6 +200,18 @@ ENUM_BASE_HOOKS = BASE_HOOKS | frozenset(
      "__setattr__", "__getattr__", "__getattribute__", "__del__"]
 )
 GETITEM_HOOKS = frozenset(["__getitem__", "__class_getitem__"])
+#: What our reconstructors that wrap a callable or register classes may run
+#: on them (``functools.update_wrapper`` reads attributes; a dispatch
+#: registry hashes classes, looks up ``__abstractmethods__`` and shows a bad
+#: one in its error).
+LOOKED_AT_HOOKS = LOOKUP_HOOKS | HASH_HOOKS | frozenset(["__repr__"])
+#: Those reconstructors: which argument each wraps, and which holds
+#: ``(class, implementation)`` registrations.
+WRAPPING_RECONSTRUCTORS = {
+    "make_lru_cache": (0, None),
+    "make_singledispatch": (0, 1),
+    "make_singledispatchmethod": (0, 1),
+}
 #: Attributes of an object (not its class) that the unpickler looks up and calls.
 CALLED_ATTRIBUTES = frozenset(["__setstate__", "append", "extend", "add"])
 
@@ -661,6 +673,8 @@ class Scan:
             hooks = self.hooks(cls, frozenset(["__setattr__", "args"]))
             if hooks:
                 self.refuse_hooks(cls, hooks, call.start, "making an exception of")
+        elif module == NATIVE and name in WRAPPING_RECONSTRUCTORS:
+            self.check_wrapping(call, name, args)
         elif (module, name) == (NATIVE, "class_dict_item"):
             owner = args[0] if args else None
             hooks = self.meta_hooks(owner, LOOKUP_HOOKS)
@@ -675,6 +689,38 @@ class Scan:
                 contents = args[0] if args else None
             for item in getattr(contents, "items", ()) or ():
                 self.check_hashed(item, call.start)
+
+    def check_wrapping(self, call, name, args):
+        """``make_lru_cache``, ``make_singledispatch``...: the wrapped callable
+        and the registered classes are looked at; their registrations must be
+        written out, not computed."""
+        wrapped_at, registrations_at = WRAPPING_RECONSTRUCTORS[name]
+        if len(args) > wrapped_at:
+            self.check_looked_at(args[wrapped_at], call.start, "wrapping")
+        if registrations_at is None or len(args) <= registrations_at:
+            return
+        registrations = args[registrations_at]
+        if not isinstance(registrations, tuple):
+            self.refuse(NATIVE, name, "call", call.start, "its registrations are computed while loading")
+            return
+        for pair in registrations:
+            if not isinstance(pair, tuple):
+                self.refuse(NATIVE, name, "call", call.start, "its registrations are computed while loading")
+            elif pair:
+                self.check_looked_at(pair[0], call.start, "registering")
+
+    def check_looked_at(self, value, pos, verb):
+        """``value`` has its attributes read, is hashed or shown: no method
+        shipped by value may run."""
+        if self.is_class(value):
+            hooks = self.meta_hooks(value, LOOKED_AT_HOOKS)
+            if hooks:
+                self.refuse_hooks(self.metaclass(value), hooks, pos, f"{verb} a class of")
+            return
+        for cls in self.instance_classes(value):
+            hooks = self.hooks(cls, LOOKED_AT_HOOKS)
+            if hooks:
+                self.refuse_hooks(cls, hooks, pos, f"{verb} an instance of")
 
     def check_computed_call(self, call, func, op):
         """A call of something the pickle made: refused, except making or

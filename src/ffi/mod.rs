@@ -245,29 +245,50 @@ pub fn is_heap_type(cls: &Bound<'_, PyType>) -> bool {
     flags & ffi::Py_TPFLAGS_HEAPTYPE != 0
 }
 
+/// A heap type's own dict (its `tp_dict`); None for a static type.
+pub fn heap_type_dict<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyDict>> {
+    if !is_heap_type(cls) {
+        return None;
+    }
+    // SAFETY: `cls` is a live heap type, whose `tp_dict` is its own dict (set
+    // when the type was made, for the type's lifetime, NULL only before
+    // PyType_Ready); the borrowed pointer becomes an owned reference at once.
+    unsafe {
+        let dict = (*(cls.as_ptr() as *mut ffi::PyTypeObject)).tp_dict;
+        Bound::from_borrowed_ptr_or_opt(cls.py(), dict).map(|d| d.cast_into_unchecked())
+    }
+}
+
 /// `vars(cls).get("__module__")` for a heap type, read from its dict
 /// without an attribute lookup (which costs a descriptor call per object on
 /// the hook's path for instances).
 pub fn heap_type_module<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyAny>> {
+    let dict = heap_type_dict(cls)?;
+    dict.get_item(pyo3::intern!(cls.py(), "__module__"))
+        .ok()
+        .flatten()
+}
+
+/// A heap type's `__qualname__`, read from the type object (no lookup).
+pub fn heap_type_qualname<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyString>> {
     if !is_heap_type(cls) {
         return None;
     }
-    // SAFETY: `cls` is a live heap type, whose `tp_dict` is its own dict
-    // (set when the type was made, for the type's lifetime); the borrowed
-    // item is turned into an owned reference before anything else runs.
+    // SAFETY: a heap type's object is a PyHeapTypeObject, whose `ht_qualname`
+    // is a str that setting `__qualname__` replaces (never NULL once made);
+    // the borrowed pointer becomes an owned reference at once.
     unsafe {
-        let dict = (*(cls.as_ptr() as *mut ffi::PyTypeObject)).tp_dict;
-        if dict.is_null() {
-            return None;
-        }
-        let key = pyo3::intern!(cls.py(), "__module__");
-        let item = ffi::PyDict_GetItemWithError(dict, key.as_ptr());
-        if item.is_null() {
-            ffi::PyErr_Clear();
-            return None;
-        }
-        Some(Bound::from_borrowed_ptr(cls.py(), item))
+        let qualname = (*(cls.as_ptr() as *mut ffi::PyHeapTypeObject)).ht_qualname;
+        Bound::from_borrowed_ptr_or_opt(cls.py(), qualname)
+            .and_then(|q| q.cast_into::<PyString>().ok())
     }
+}
+
+/// Tells CPython that `cls`'s dict was changed directly (not through
+/// `setattr`), so that its attribute caches are dropped.
+pub fn type_modified(cls: &Bound<'_, PyType>) {
+    // SAFETY: `cls` is a live type object.
+    unsafe { ffi::PyType_Modified(cls.as_ptr() as *mut ffi::PyTypeObject) }
 }
 
 /// The function's `__globals__` (never NULL for a function).
