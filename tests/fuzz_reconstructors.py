@@ -411,6 +411,7 @@ def entry_points(pool):
         "make_context_var": [("fuzz_var", (), "fuzz-cv"), ("fuzz_var_d", (1,), "fuzz-cv-d")],
         "make_traceback": [((("a.py", "f", 3), ("b.py", "g", 0)),)],
         "reconstructor": [("make_code",), ("subimport",)],
+        "_tracked": [("fuzz-track",), ("no-such-id",)],
         "_make_function": [(code, {}, "outer", None, None)],
         "_function_setstate": [(lambda: 0, ({}, {"__module__": "m"}))],
         "_make_empty_cell": [()],
