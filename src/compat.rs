@@ -9,13 +9,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
-use crate::class;
-use crate::code;
 use crate::ffi;
-use crate::lookup;
-use crate::reconstruct;
-use crate::registry;
-use crate::statics;
+use crate::kinds::{class, code, misc, module, typevar};
+use crate::support::{lookup, statics, tracker};
 
 /// `_make_function(code, globals, name, argdefs, closure)`:
 /// `types.FunctionType(...)` with the receiver's builtins in `globals`.
@@ -42,9 +38,9 @@ pub fn make_function<'py>(
 #[pyo3(name = "_function_setstate")]
 pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyResult<()> {
     let py = func.py();
-    if !ffi::is_function(func) {
+    let Some(func) = ffi::as_function(func) else {
         return Err(PyTypeError::new_err("expected a function"));
-    }
+    };
     let (attributes, slots) = pair_of_dicts(state, "function")?;
     func.getattr(intern!(py, "__dict__"))?
         .cast::<PyDict>()?
@@ -112,7 +108,7 @@ fn copy_cell_values(func: &Bound<'_, PyAny>, pickled: &Bound<'_, PyAny>) -> PyRe
         if !ffi::is_cell(&theirs) {
             return Err(PyTypeError::new_err("closure items must be cells"));
         }
-        if let Some(value) = ffi::cell_contents(&theirs) {
+        if let Some(value) = ffi::cell_contents(&theirs)? {
             ffi::set_cell(&mine, &value)?;
         }
     }
@@ -137,7 +133,7 @@ pub fn make_cell<'py>(py: Python<'py>, value: &Bound<'py, PyTuple>) -> PyResult<
             return ffi::new_cell(py, None);
         }
     }
-    reconstruct::make_cell(py, value)
+    misc::make_cell(py, value)
 }
 
 /// `dynamic_subimport(name, vars)`: a new module holding `vars`.
@@ -146,8 +142,8 @@ pub fn dynamic_subimport<'py>(
     name: &Bound<'py, PyString>,
     vars: &Bound<'py, PyDict>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let module = reconstruct::make_module(name)?;
-    reconstruct::module_setstate(&module, vars)?;
+    let module = module::make_module(name)?;
+    module::module_setstate(&module, vars)?;
     Ok(module)
 }
 
@@ -183,7 +179,7 @@ fn tracked<'py>(
     id: Option<&Bound<'py, PyString>>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     match id {
-        Some(id) => Ok(registry::tracked(py, id.to_str()?)),
+        Some(id) => Ok(tracker::tracked(py, id.to_str()?)),
         None => Ok(None),
     }
 }
@@ -194,7 +190,7 @@ fn track<'py>(
     id: Option<&Bound<'py, PyString>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     match id {
-        Some(id) => registry::lookup_or_track(obj, id.to_str()?),
+        Some(id) => tracker::lookup_or_track(obj, id.to_str()?),
         None => Ok(obj),
     }
 }
@@ -274,7 +270,7 @@ pub fn make_typevar<'py>(
     kwargs.set_item(intern!(py, "covariant"), covariant)?;
     kwargs.set_item(intern!(py, "contravariant"), contravariant)?;
     let type_var = py.import("typing")?.getattr("TypeVar")?;
-    reconstruct::make_type_parameter(&type_var, name, constraints, &kwargs, class_tracker_id)
+    typevar::make_type_parameter(&type_var, name, constraints, &kwargs, class_tracker_id)
 }
 
 /// `_make_dict_keys(obj, is_ordered=False)`.
@@ -284,7 +280,7 @@ pub fn make_dict_keys<'py>(
     obj: &Bound<'py, PyAny>,
     is_ordered: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    reconstruct::make_dict_view("keys", &as_list(obj)?, is_ordered)
+    misc::make_dict_view("keys", &as_list(obj)?, is_ordered)
 }
 
 /// `_make_dict_values(obj, is_ordered=False)`.
@@ -294,7 +290,7 @@ pub fn make_dict_values<'py>(
     obj: &Bound<'py, PyAny>,
     is_ordered: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    reconstruct::make_dict_view("values", &as_list(obj)?, is_ordered)
+    misc::make_dict_view("values", &as_list(obj)?, is_ordered)
 }
 
 /// `_make_dict_items(obj, is_ordered=False)`.
@@ -304,7 +300,7 @@ pub fn make_dict_items<'py>(
     obj: &Bound<'py, PyAny>,
     is_ordered: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    reconstruct::make_dict_view("items", obj, is_ordered)
+    misc::make_dict_view("items", obj, is_ordered)
 }
 
 fn as_list<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -327,7 +323,7 @@ pub fn file_reconstructor(retval: Bound<'_, PyAny>) -> Bound<'_, PyAny> {
 pub fn get_dataclass_field_type_sentinel<'py>(
     name: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    reconstruct::dataclass_field_type(name)
+    misc::dataclass_field_type(name)
 }
 
 // Pickling-side helpers that downstream code imports from upstream.
@@ -378,7 +374,7 @@ pub fn should_pickle_by_reference(
     obj: &Bound<'_, PyAny>,
     name: Option<Bound<'_, PyAny>>,
 ) -> PyResult<bool> {
-    if ffi::is_function(obj) || obj.is_instance_of::<PyType>() {
+    if ffi::as_function(obj).is_some() || obj.is_instance_of::<PyType>() {
         return match lookup_module_and_qualname(obj, name)? {
             Some(found) => Ok(!lookup::module_registered_by_value(&found.get_item(0)?)?),
             None => Ok(false),
@@ -398,7 +394,7 @@ pub fn should_pickle_by_reference(
 #[pyfunction]
 #[pyo3(name = "_extract_code_globals")]
 pub fn extract_code_globals<'py>(co: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-    if !ffi::is_code(co) {
+    if ffi::as_code(co).is_none() {
         return Err(PyTypeError::new_err("expected a code object"));
     }
     let names = PyDict::new(co.py());

@@ -1,21 +1,28 @@
 //! cloudpickle-rs: cloudpickle's reducers as native code behind the C
 //! pickler's `reducer_override` hook.
+//!
+//! How the code is organised (no file of `src/` imports one that imports it):
+//! - `pickler` makes the Pickler class (a subclass of the C pickler), binds
+//!   `__init__` and holds the dispatch-table descriptor; `hook` is its
+//!   `reducer_override`: type -> kind in one table; `dumps` holds `dumps`,
+//!   `dump` and the picklers `dumps` reuses.
+//! - `kinds/` holds one module per pickled kind: its wire layout (named
+//!   positions, declared with `layout!` and exported as `_native.FORMAT`),
+//!   its reducer, then its reconstructors. Kinds depend on each other only
+//!   downward: class -> function -> (stdlib, code) -> misc.
+//! - `reconstructors` declares the load-side callables once; each kind
+//!   registers into it. `compat` serves upstream cloudpickle's formats.
+//! - `support/` holds what kinds share; `ffi/` every raw CPython call.
 
-mod class;
-mod code;
 mod compat;
-mod digest;
+mod dumps;
 mod ffi;
-mod function;
-mod lookup;
-mod module;
-mod names;
+mod format;
+mod hook;
+mod kinds;
 mod pickler;
-mod reconstruct;
-mod registry;
-mod statics;
-mod stdlib;
-mod types;
+mod reconstructors;
+mod support;
 
 use pyo3::prelude::*;
 
@@ -24,23 +31,38 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    reconstruct::Reconstructors::register(m)?;
+    format::start(m)?;
+    kinds::code::register(m)?;
+    kinds::function::register(m)?;
+    kinds::class::register(m)?;
+    kinds::typevar::register(m)?;
+    kinds::module::register(m)?;
+    kinds::exception::register(m)?;
+    kinds::stdlib::register(m)?;
+    kinds::misc::register(m)?;
+    reconstructors::finish(m)?;
     compat::register(m)?;
     m.add("Pickler", pickler::create_pickler_class(py)?)?;
     m.add_class::<pickler::DispatchTableDescriptor>()?;
-    m.add_function(wrap_pyfunction!(pickler::dumps, m)?)?;
-    m.add_function(wrap_pyfunction!(pickler::dump, m)?)?;
-    m.add_function(wrap_pyfunction!(registry::register_pickle_by_value, m)?)?;
-    m.add_function(wrap_pyfunction!(registry::unregister_pickle_by_value, m)?)?;
+    m.add_function(wrap_pyfunction!(dumps::dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(dumps::dump, m)?)?;
     m.add_function(wrap_pyfunction!(
-        registry::list_registry_pickle_by_value,
+        support::registry::register_pickle_by_value,
         m
     )?)?;
-    m.add_function(wrap_pyfunction!(registry::tracked_by_id, m)?)?;
-    m.add("PYTHON_VERSION", code::python_version(py))?;
+    m.add_function(wrap_pyfunction!(
+        support::registry::unregister_pickle_by_value,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(
+        support::registry::list_registry_pickle_by_value,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(support::tracker::tracked_by_id, m)?)?;
     m.add(
-        "FUNCTION_STATE",
-        pyo3::types::PyTuple::new(py, reconstruct::function_state::FIELDS)?,
+        "VENDORED_CLOUDPICKLE",
+        pyo3::types::PyTuple::new(py, support::tracker::VENDORED_CLOUDPICKLE)?,
     )?;
+    m.add("PYTHON_VERSION", kinds::code::python_version(py))?;
     Ok(())
 }

@@ -380,7 +380,7 @@ def entry_points(pool):
     plain_cls, color_cls = pool[9], pool[17]
     cell = _native.make_cell(1)
     module = sys.modules["fuzz_pool_module"]
-    fn_state = tuple("m" if field == "module" else None for field in _native.FUNCTION_STATE)
+    fn_state = tuple("m" if field == "module" else None for field in _native.FORMAT["function_state"])
     pickler = _native.Pickler(io.BytesIO())
     descriptor = _native.Pickler.__dict__["dispatch_table"]
     version = _native.PYTHON_VERSION

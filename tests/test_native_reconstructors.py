@@ -180,10 +180,10 @@ f = _native.make_function(code, {}, (cell,), None, "inner", "outer.<locals>.inne
 assert f() == 5 and f.__qualname__ == "outer.<locals>.inner"
 g = _native.make_function(code, {}, (cell,))
 assert g.__name__ == "inner" and g() == 5
-DICT = _native.FUNCTION_STATE.index("dict")
+DICT = _native.FORMAT["function_state"].index("dict")
 h = _native.make_function(code, {}, (cell,), (None,) * DICT + ({"tag": 1},))
 assert h.tag == 1
-module_without_doc = (None,) * (len(_native.FUNCTION_STATE) - 1)
+module_without_doc = (None,) * (len(_native.FORMAT["function_state"]) - 1)
 for bad_state in ((None, "notatuple"), module_without_doc, "x"):
     try:
         _native.make_function(code, {}, (cell,), bad_state)
@@ -207,7 +207,7 @@ def test_function_setstate_rejects_bad_state():
         """
 from cloudpickle_rs import _native
 f = lambda: 0
-FIELDS = _native.FUNCTION_STATE
+FIELDS = _native.FORMAT["function_state"]
 def make_state(**fields):
     return tuple(fields.get(name) for name in FIELDS)
 good = make_state(module="m")

@@ -286,9 +286,9 @@ hostile_calls = [
     (_native.make_function, (None, {}, "f", "f", None)),
     (_native.make_function, (code_with_cell, {}, "f", "f", None)),
     (_native.make_function, (code_with_cell, {}, "f", "f", (1,))),
-    (_native.function_setstate, (len, (None,) * len(_native.FUNCTION_STATE))),
+    (_native.function_setstate, (len, (None,) * len(_native.FORMAT["function_state"]))),
     # Module without doc: one item short of a full state.
-    (_native.function_setstate, (make_adder, (None,) * (len(_native.FUNCTION_STATE) - 1))),
+    (_native.function_setstate, (make_adder, (None,) * (len(_native.FORMAT["function_state"]) - 1))),
     (_native.make_cell, (1, 2)),
     (_native.cell_set, (1, 2)),
     (_native.make_method, (1, 2)),

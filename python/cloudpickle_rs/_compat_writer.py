@@ -104,9 +104,9 @@ _TYPEVAR_KWARGS = frozenset(("bound", "covariant", "contravariant"))
 
 
 def _state_field(state, name):
-    """A field of our function state (see ``_native.FUNCTION_STATE``), None
+    """A field of our function state (see ``_native.FORMAT["function_state"]``), None
     where the state was cut short."""
-    index = _native.FUNCTION_STATE.index(name)
+    index = _native.FORMAT["function_state"].index(name)
     return state[index] if state is not None and index < len(state) else None
 
 

@@ -34,7 +34,9 @@ import pickletools
 import sys
 
 from . import _trust
-from ._native import FUNCTION_STATE
+from ._native import FORMAT
+
+FUNCTION_STATE = FORMAT["function_state"]
 from ._trust import DIRECT_HOWS, EXEMPT_HOWS, NATIVE, UPSTREAM_MODULES  # noqa: F401
 
 

@@ -70,12 +70,7 @@ UPSTREAM_PACKAGE = "cloudpickle"
 UPSTREAM_SUBMODULES = ("cloudpickle", "cloudpickle_fast")
 
 #: cloudpickle copies that engines vendor; each also has the submodules.
-VENDORED_PACKAGES = (
-    "ray.cloudpickle",
-    "pyspark.cloudpickle",
-    "joblib.externals.cloudpickle",
-    "srsly.cloudpickle",
-)
+VENDORED_PACKAGES = _native.VENDORED_CLOUDPICKLE
 
 LOKY_REDUCTION_MODULES = (
     "loky.backend.reduction",

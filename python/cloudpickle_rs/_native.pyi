@@ -45,7 +45,9 @@ def _tracked(id: str) -> Any: ...
 
 PYTHON_VERSION: Tuple[int, int]
 #: The fields of a by-value function's state, by position (``function_setstate``).
-FUNCTION_STATE: Tuple[str, ...]
+FORMAT: Dict[str, Tuple[str, ...]]
+RECONSTRUCTORS: Tuple[str, ...]
+VENDORED_CLOUDPICKLE: Tuple[str, ...]
 
 # Load-side reconstructors; a pickle names reconstructor() and reaches the
 # others through it.

@@ -8,7 +8,7 @@ use std::ptr;
 use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyCode, PyDict, PyFunction, PyString, PyTuple, PyType};
 
 /// `PyMemberDescrObject` as CPython lays it out on every supported version
 /// (pyo3-ffi types `d_member` as `PyGetSetDef` before 3.11, which is wrong).
@@ -20,10 +20,22 @@ struct MemberDescr {
 
 const T_OBJECT_EX: c_int = 16;
 
-/// Reads the byte offset of an object member (`T_OBJECT_EX`) from its member
-/// descriptor, checking that it is one.
-pub fn object_member_offset(descr: &Bound<'_, PyAny>, name: &CStr) -> PyResult<isize> {
-    let py = descr.py();
+/// Where a `T_OBJECT_EX` member of a type lives in its instances; only
+/// [`member_offset`] makes one, so [`MemberOffset::read`] trusts the offset.
+pub struct MemberOffset {
+    offset: isize,
+    /// The type that declares the member.
+    owner: Py<PyType>,
+}
+
+/// Finds the member `name` declared by `owner` (its member descriptor in
+/// `owner.__dict__`), checking that it is an object member.
+pub fn member_offset(owner: &Bound<'_, PyType>, name: &CStr) -> PyResult<MemberOffset> {
+    let py = owner.py();
+    let descr = owner.getattr(pyo3::intern!(py, "__dict__"))?.get_item(
+        name.to_str()
+            .map_err(|e| PySystemError::new_err(e.to_string()))?,
+    )?;
     let member_type = py.import("types")?.getattr("MemberDescriptorType")?;
     if !descr.get_type().is(&member_type) {
         return Err(PySystemError::new_err(format!(
@@ -37,37 +49,42 @@ pub fn object_member_offset(descr: &Bound<'_, PyAny>, name: &CStr) -> PyResult<i
     // SAFETY: a member descriptor's `name` is a NUL-terminated static string.
     let member_name = unsafe { CStr::from_ptr(member.name) };
     if member_name != name || member.type_code != T_OBJECT_EX || member.offset <= 0 {
-        return Err(PySystemError::new_err(
-            "unexpected layout of _pickle.Pickler",
-        ));
+        return Err(PySystemError::new_err(format!(
+            "unexpected layout of {}",
+            owner.qualname()?
+        )));
     }
-    Ok(member.offset)
+    Ok(MemberOffset {
+        offset: member.offset,
+        owner: owner.clone().unbind(),
+    })
 }
 
-/// Reads an object member at `offset` (found by [`object_member_offset`] on a
-/// base class of `obj`'s type). Returns a borrowed value, or None when unset.
-#[inline]
-pub fn read_object_member<'py>(
-    obj: &Bound<'py, PyAny>,
-    offset: isize,
-) -> Option<Bound<'py, PyAny>> {
-    // SAFETY: the caller found `offset` on a base of type(obj) (the method
-    // descriptors that call this check the receiver's type), so the slot holds
-    // a PyObject* or NULL.
-    unsafe {
-        let slot = (obj.as_ptr() as *const u8).offset(offset) as *const *mut ffi::PyObject;
-        Bound::from_borrowed_ptr_or_opt(obj.py(), *slot)
+impl MemberOffset {
+    pub fn clone_ref(&self, py: Python<'_>) -> MemberOffset {
+        MemberOffset {
+            offset: self.offset,
+            owner: self.owner.clone_ref(py),
+        }
+    }
+
+    /// The member's value in `obj`, or None when it is unset or `obj` is not
+    /// an instance of the type that declares it.
+    #[inline]
+    pub fn read<'py>(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        let owner = self.owner.as_ptr() as *mut ffi::PyTypeObject;
+        // SAFETY: `obj` and `owner` are live objects; the check reads type data.
+        if unsafe { ffi::PyObject_TypeCheck(obj.as_ptr(), owner) } == 0 {
+            return None;
+        }
+        // SAFETY: `obj` is an instance of `owner` (checked), which declares an
+        // object member at `offset`, so the slot holds a PyObject* or NULL.
+        unsafe {
+            let slot = (obj.as_ptr() as *const u8).offset(self.offset) as *const *mut ffi::PyObject;
+            Bound::from_borrowed_ptr_or_opt(obj.py(), *slot)
+        }
     }
 }
-
-/// Signature of a METH_O method implementation in safe Rust.
-pub type MethO = for<'py> fn(&Bound<'py, PyAny>, &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>;
-/// Signature of a METH_VARARGS | METH_KEYWORDS method implementation in safe Rust.
-pub type MethVarargs = for<'py> fn(
-    &Bound<'py, PyAny>,
-    &Bound<'py, PyTuple>,
-    Option<&Bound<'py, PyDict>>,
-) -> PyResult<Bound<'py, PyAny>>;
 
 /// Runs `body` with the GIL-bound token, turning errors and panics into a set
 /// Python exception and a NULL return.
@@ -88,66 +105,49 @@ fn trampoline(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> 
     }
 }
 
-/// Defines an `extern "C"` METH_O trampoline calling the safe function `$f`.
-#[macro_export]
-macro_rules! meth_o {
-    ($name:ident, $f:path) => {
-        unsafe extern "C" fn $name(
-            slf: *mut pyo3::ffi::PyObject,
-            arg: *mut pyo3::ffi::PyObject,
-        ) -> *mut pyo3::ffi::PyObject {
-            // SAFETY: CPython passes borrowed, non-NULL `self` and argument.
-            unsafe { $crate::ffi::call_meth_o(slf, arg, $f) }
-        }
-    };
+/// A METH_O method of a class, in safe Rust (see [`add_meth_o`]).
+pub trait MethO {
+    const NAME: &'static CStr;
+    const DOC: &'static CStr;
+    fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>;
 }
 
-/// Defines an `extern "C"` METH_VARARGS|METH_KEYWORDS trampoline calling `$f`.
-#[macro_export]
-macro_rules! meth_varargs {
-    ($name:ident, $f:path) => {
-        unsafe extern "C" fn $name(
-            slf: *mut pyo3::ffi::PyObject,
-            args: *mut pyo3::ffi::PyObject,
-            kwargs: *mut pyo3::ffi::PyObject,
-        ) -> *mut pyo3::ffi::PyObject {
-            // SAFETY: CPython passes borrowed `self`, an args tuple and a
-            // kwargs dict or NULL.
-            unsafe { $crate::ffi::call_meth_varargs(slf, args, kwargs, $f) }
-        }
-    };
+/// A METH_VARARGS | METH_KEYWORDS method, in safe Rust (see [`add_meth_varargs`]).
+pub trait MethVarargs {
+    const NAME: &'static CStr;
+    const DOC: &'static CStr;
+    fn call<'py>(
+        slf: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>>;
 }
 
-/// # Safety
-/// `slf` and `arg` must be valid borrowed references, with the GIL held.
-pub unsafe fn call_meth_o(
+unsafe extern "C" fn meth_o<M: MethO>(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
-    f: MethO,
 ) -> *mut ffi::PyObject {
     trampoline(|py| {
-        // SAFETY: guaranteed by the caller.
+        // SAFETY: CPython calls a METH_O method with borrowed, non-NULL `self`
+        // and argument, attached to the interpreter.
         let (slf, arg) = unsafe {
             (
                 Bound::from_borrowed_ptr(py, slf),
                 Bound::from_borrowed_ptr(py, arg),
             )
         };
-        f(&slf, &arg).map(Bound::into_ptr)
+        M::call(&slf, &arg).map(Bound::into_ptr)
     })
 }
 
-/// # Safety
-/// `slf` and `args` must be valid borrowed references (`args` a tuple,
-/// `kwargs` a dict or NULL), with the GIL held.
-pub unsafe fn call_meth_varargs(
+unsafe extern "C" fn meth_varargs<M: MethVarargs>(
     slf: *mut ffi::PyObject,
     args: *mut ffi::PyObject,
     kwargs: *mut ffi::PyObject,
-    f: MethVarargs,
 ) -> *mut ffi::PyObject {
     trampoline(|py| {
-        // SAFETY: guaranteed by the caller: CPython's METH_VARARGS|METH_KEYWORDS convention.
+        // SAFETY: CPython's METH_VARARGS|METH_KEYWORDS convention: borrowed
+        // `self`, an args tuple and a kwargs dict or NULL.
         let (slf, args, kwargs) = unsafe {
             (
                 Bound::from_borrowed_ptr(py, slf),
@@ -156,39 +156,41 @@ pub unsafe fn call_meth_varargs(
                     .map(|k| k.cast_into_unchecked::<PyDict>()),
             )
         };
-        f(&slf, &args, kwargs.as_ref()).map(Bound::into_ptr)
+        M::call(&slf, &args, kwargs.as_ref()).map(Bound::into_ptr)
     })
 }
 
-/// Implementation pointer of a method attached with [`add_method`].
-pub enum MethodImpl {
-    O(unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject) -> *mut ffi::PyObject),
-    Varargs(
-        unsafe extern "C" fn(
-            *mut ffi::PyObject,
-            *mut ffi::PyObject,
-            *mut ffi::PyObject,
-        ) -> *mut ffi::PyObject,
-    ),
+/// Attaches `M` to `cls` as a real method descriptor (`PyDescr_NewMethod`):
+/// unlike a builtin function stored on a class, it binds `self`, and CPython
+/// checks that `self` is an instance of `cls` before calling it.
+pub fn add_meth_o<M: MethO>(cls: &Bound<'_, PyType>) -> PyResult<()> {
+    let meth = ffi::PyMethodDefPointer {
+        PyCFunction: meth_o::<M>,
+    };
+    add_method(cls, M::NAME, M::DOC, meth, ffi::METH_O)
 }
 
-/// Attaches a real method descriptor (`PyDescr_NewMethod`) named `name` to
-/// `cls`: unlike a builtin function stored on a class, it binds `self`.
-pub fn add_method(
+/// [`add_meth_o`] for a METH_VARARGS | METH_KEYWORDS method.
+pub fn add_meth_varargs<M: MethVarargs>(cls: &Bound<'_, PyType>) -> PyResult<()> {
+    let meth = ffi::PyMethodDefPointer {
+        PyCFunctionWithKeywords: meth_varargs::<M>,
+    };
+    add_method(
+        cls,
+        M::NAME,
+        M::DOC,
+        meth,
+        ffi::METH_VARARGS | ffi::METH_KEYWORDS,
+    )
+}
+
+fn add_method(
     cls: &Bound<'_, PyType>,
     name: &'static CStr,
     doc: &'static CStr,
-    imp: MethodImpl,
+    ml_meth: ffi::PyMethodDefPointer,
+    ml_flags: c_int,
 ) -> PyResult<()> {
-    let (ml_meth, ml_flags) = match imp {
-        MethodImpl::O(f) => (ffi::PyMethodDefPointer { PyCFunction: f }, ffi::METH_O),
-        MethodImpl::Varargs(f) => (
-            ffi::PyMethodDefPointer {
-                PyCFunctionWithKeywords: f,
-            },
-            ffi::METH_VARARGS | ffi::METH_KEYWORDS,
-        ),
-    };
     // CPython keeps a pointer to the PyMethodDef for the descriptor's whole
     // life: leak one small allocation per method (a handful, once per process).
     let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
@@ -204,7 +206,10 @@ pub fn add_method(
             ffi::PyDescr_NewMethod(cls.as_ptr() as *mut ffi::PyTypeObject, def),
         )?
     };
-    cls.setattr(name.to_str().expect("ascii method name"), descr)
+    let name = name
+        .to_str()
+        .map_err(|e| PySystemError::new_err(e.to_string()))?;
+    cls.setattr(name, descr)
 }
 
 /// Calls the `tp_init` slot of `base` on `obj`, as `base.__init__(obj, *args)` would.
@@ -216,8 +221,16 @@ pub fn call_base_init(
     // SAFETY: `base` is a live type object; reading its slot is plain data.
     let init = unsafe { (*(base.as_ptr() as *mut ffi::PyTypeObject)).tp_init };
     let init = init.ok_or_else(|| PySystemError::new_err("base type has no tp_init"))?;
-    // SAFETY: `obj` is an instance of a subclass of `base` (checked by the
-    // method descriptor that calls us) and `args` is a tuple.
+    // SAFETY: both are live objects; the check reads type data.
+    if unsafe { ffi::PyObject_TypeCheck(obj.as_ptr(), base.as_ptr() as *mut ffi::PyTypeObject) }
+        == 0
+    {
+        return Err(PyTypeError::new_err(format!(
+            "expected an instance of {}",
+            base.qualname()?
+        )));
+    }
+    // SAFETY: `obj` is an instance of `base` (checked) and `args` a tuple.
     let rc = unsafe { init(obj.as_ptr(), args.as_ptr(), ptr::null_mut()) };
     if rc < 0 {
         return Err(PyErr::fetch(obj.py()));
@@ -225,12 +238,15 @@ pub fn call_base_init(
     Ok(())
 }
 
-pub fn is_function(obj: &Bound<'_, PyAny>) -> bool {
-    obj.get_type().as_ptr() == &raw mut ffi::PyFunction_Type as *mut ffi::PyObject
+/// `obj` as a function, when it is exactly one (`types.FunctionType`).
+#[inline]
+pub fn as_function<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyFunction>> {
+    obj.cast::<PyFunction>().ok()
 }
 
-pub fn is_code(obj: &Bound<'_, PyAny>) -> bool {
-    obj.get_type().as_ptr() == &raw mut ffi::PyCode_Type as *mut ffi::PyObject
+/// `obj` as a code object.
+pub fn as_code<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyCode>> {
+    obj.cast::<PyCode>().ok()
 }
 
 pub fn is_cell(obj: &Bound<'_, PyAny>) -> bool {
@@ -292,8 +308,7 @@ pub fn type_modified(cls: &Bound<'_, PyType>) {
 }
 
 /// The function's `__globals__` (never NULL for a function).
-pub fn function_globals<'py>(func: &Bound<'py, PyAny>) -> Bound<'py, PyDict> {
-    debug_assert!(is_function(func));
+pub fn function_globals<'py>(func: &Bound<'py, PyFunction>) -> Bound<'py, PyDict> {
     // SAFETY: `func` is a function object, whose globals is always a dict.
     unsafe {
         Bound::from_borrowed_ptr(func.py(), ffi::PyFunction_GetGlobals(func.as_ptr()))
@@ -302,8 +317,7 @@ pub fn function_globals<'py>(func: &Bound<'py, PyAny>) -> Bound<'py, PyDict> {
 }
 
 /// The function's `__closure__` tuple, or None.
-pub fn function_closure<'py>(func: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTuple>> {
-    debug_assert!(is_function(func));
+pub fn function_closure<'py>(func: &Bound<'py, PyFunction>) -> Option<Bound<'py, PyTuple>> {
     // SAFETY: `func` is a function object; its closure is a tuple or NULL.
     unsafe {
         Bound::from_borrowed_ptr_or_opt(func.py(), ffi::PyFunction_GetClosure(func.as_ptr()))
@@ -334,15 +348,12 @@ pub struct FunctionParts<'py> {
     pub doc: Bound<'py, PyAny>,
 }
 
-/// Reads the parts of `func`, a function object.
-pub fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<FunctionParts<'py>> {
-    if !is_function(func) {
-        return Err(PyTypeError::new_err("expected a function"));
-    }
+/// Reads the parts of a function.
+pub fn function_parts<'py>(func: &Bound<'py, PyFunction>) -> FunctionParts<'py> {
     let py = func.py();
     let raw = func.as_ptr() as *mut ffi::PyFunctionObject;
     let none = || py.None().into_bound(py);
-    // SAFETY: `func` is a function object (checked), so `raw` points to a live
+    // SAFETY: `func` is a function object, so `raw` points to a live
     // PyFunctionObject for as long as `func` is borrowed. Code, name and
     // qualname are never NULL; the other fields are NULL when unset. Each
     // pointer is turned into a new strong reference before use.
@@ -352,7 +363,7 @@ pub fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<FunctionParts<'
         let annotate = opt((*raw).func_annotate).filter(|a| !a.is_none());
         #[cfg(not(Py_3_14))]
         let annotate = None;
-        Ok(FunctionParts {
+        FunctionParts {
             code: Bound::from_borrowed_ptr(py, (*raw).func_code),
             name: Bound::from_borrowed_ptr(py, (*raw).func_name),
             qualname: Bound::from_borrowed_ptr(py, (*raw).func_qualname),
@@ -363,7 +374,7 @@ pub fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<FunctionParts<'
             dict: opt((*raw).func_dict),
             module: opt((*raw).func_module).unwrap_or_else(none),
             doc: opt((*raw).func_doc).unwrap_or_else(none),
-        })
+        }
     }
 }
 
@@ -372,18 +383,15 @@ pub fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<FunctionParts<'
 /// either attribute clears the other, so the dict is written directly.)
 #[cfg(Py_3_14)]
 pub fn set_function_annotate(
-    func: &Bound<'_, PyAny>,
+    func: &Bound<'_, PyFunction>,
     annotate: &Bound<'_, PyAny>,
     annotations: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<()> {
-    if !is_function(func) {
-        return Err(PyTypeError::new_err("expected a function"));
-    }
     // The setter checks that `annotate` is callable and clears the annotations.
     func.setattr(pyo3::intern!(func.py(), "__annotate__"), annotate)?;
     if let Some(annotations) = annotations {
         let raw = func.as_ptr() as *mut ffi::PyFunctionObject;
-        // SAFETY: `func` is a function (checked) and `annotations` an exact or
+        // SAFETY: `func` is a function and `annotations` an exact or
         // derived dict, as `func_annotations` requires; the slot's previous
         // value (NULL after the setter, in practice) is released after the
         // new one is in place.
@@ -398,30 +406,61 @@ pub fn set_function_annotate(
 
 /// Builds a function as `types.FunctionType` does, with a qualified name.
 pub fn new_function<'py>(
-    code: &Bound<'py, PyAny>,
+    code: &Bound<'py, PyCode>,
     globals: &Bound<'py, PyDict>,
-    qualname: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    if !is_code(code) {
-        return Err(PyTypeError::new_err("expected a code object"));
-    }
+    qualname: Option<&Bound<'py, PyString>>,
+) -> PyResult<Bound<'py, PyFunction>> {
     let qualname = qualname.map_or(ptr::null_mut(), Bound::as_ptr);
     // SAFETY: `code` is a code object, `globals` a dict, `qualname` a str or
-    // NULL (checked by the caller); the call returns a new reference or NULL.
+    // NULL; the call returns a new function or NULL with an exception set.
     unsafe {
-        Bound::from_owned_ptr_or_err(
+        Ok(Bound::from_owned_ptr_or_err(
             code.py(),
             ffi::PyFunction_NewWithQualName(code.as_ptr(), globals.as_ptr(), qualname),
-        )
+        )?
+        .cast_into_unchecked())
     }
 }
 
-/// Sets a function's closure; the caller has checked the tuple against `co_freevars`.
-pub fn set_function_closure(func: &Bound<'_, PyAny>, closure: &Bound<'_, PyTuple>) -> PyResult<()> {
-    if !is_function(func) {
-        return Err(PyTypeError::new_err("expected a function"));
+/// Checks that `closure` fits the free variables of `code`: CPython trusts
+/// a function's closure to hold exactly one cell per free variable.
+pub fn check_closure(
+    code: &Bound<'_, PyCode>,
+    closure: Option<&Bound<'_, PyTuple>>,
+) -> PyResult<()> {
+    let freevars = code
+        .getattr(pyo3::intern!(code.py(), "co_freevars"))?
+        .len()?;
+    let given = closure.map_or(0, |c| c.len());
+    if given != freevars {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "code object needs a closure of {freevars} cells, got {given}"
+        )));
     }
-    // SAFETY: `func` is a function and `closure` a tuple.
+    if let Some(item) = closure
+        .into_iter()
+        .flat_map(|c| c.iter())
+        .find(|c| !is_cell(c))
+    {
+        return Err(PyTypeError::new_err(format!(
+            "closure items must be cells, not {}",
+            item.get_type().name()?
+        )));
+    }
+    Ok(())
+}
+
+/// Sets a function's closure, once it fits the code's free variables.
+pub fn set_function_closure(
+    func: &Bound<'_, PyFunction>,
+    closure: &Bound<'_, PyTuple>,
+) -> PyResult<()> {
+    let code = func
+        .getattr(pyo3::intern!(func.py(), "__code__"))?
+        .cast_into::<PyCode>()?;
+    check_closure(&code, Some(closure))?;
+    // SAFETY: `func` is a function and `closure` a tuple of one cell per
+    // free variable of its code (checked).
     check(func.py(), unsafe {
         ffi::PyFunction_SetClosure(func.as_ptr(), closure.as_ptr())
     })
@@ -429,17 +468,26 @@ pub fn set_function_closure(func: &Bound<'_, PyAny>, closure: &Bound<'_, PyTuple
 
 /// Sets `__defaults__` (None or a tuple) or `__kwdefaults__` (None or a dict).
 pub fn set_function_defaults(
-    func: &Bound<'_, PyAny>,
+    func: &Bound<'_, PyFunction>,
     defaults: &Bound<'_, PyAny>,
     keyword: bool,
 ) -> PyResult<()> {
-    let py = func.py();
-    if !is_function(func) {
-        return Err(PyTypeError::new_err("expected a function"));
+    let fits = defaults.is_none()
+        || if keyword {
+            defaults.is_instance_of::<PyDict>()
+        } else {
+            defaults.is_instance_of::<PyTuple>()
+        };
+    if !fits {
+        return Err(PyTypeError::new_err(if keyword {
+            "__kwdefaults__ must be None or a dict"
+        } else {
+            "__defaults__ must be None or a tuple"
+        }));
     }
     let value = defaults.as_ptr();
-    // SAFETY: `func` is a function; both setters type-check `value` (None
-    // meaning no defaults) and raise SystemError on a wrong type.
+    // SAFETY: `func` is a function and `value` None or of the type its
+    // setter takes (checked).
     let rc = unsafe {
         if keyword {
             ffi::PyFunction_SetKwDefaults(func.as_ptr(), value)
@@ -447,13 +495,7 @@ pub fn set_function_defaults(
             ffi::PyFunction_SetDefaults(func.as_ptr(), value)
         }
     };
-    check(py, rc).map_err(|_| {
-        PyTypeError::new_err(if keyword {
-            "__kwdefaults__ must be None or a dict"
-        } else {
-            "__defaults__ must be None or a tuple"
-        })
-    })
+    check(func.py(), rc)
 }
 
 /// Makes a new empty cell.
@@ -467,11 +509,13 @@ pub fn new_cell<'py>(
 }
 
 /// Reads a cell's contents; None for an empty cell.
-pub fn cell_contents<'py>(cell: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-    debug_assert!(is_cell(cell));
+pub fn cell_contents<'py>(cell: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if !is_cell(cell) {
+        return Err(PyTypeError::new_err("expected a cell"));
+    }
     // SAFETY: `cell` is a cell object; PyCell_Get returns a new reference, or
     // NULL without an exception for an empty cell.
-    unsafe { Bound::from_owned_ptr_or_opt(cell.py(), ffi::PyCell_Get(cell.as_ptr())) }
+    Ok(unsafe { Bound::from_owned_ptr_or_opt(cell.py(), ffi::PyCell_Get(cell.as_ptr())) })
 }
 
 /// Fills a cell.

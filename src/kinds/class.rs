@@ -1,22 +1,89 @@
 //! Classes: by reference when importable; otherwise by value as a skeleton
 //! (metaclass, name, bases, creation namespace, tracker id) memoized first,
-//! then its attributes. Enums are rebuilt with their members.
+//! then its attributes. Enums are rebuilt with their members; their members
+//! go by name. Instances of classes pickled by value get canonical state
+//! names.
+//!
+//! Wire layout: `make_class(*class_args)` (or `make_enum(*enum_args)`),
+//! memoized, then `class_setstate(cls, class_state)`.
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyModule, PyString, PyTuple, PyType};
 
-use crate::digest;
 use crate::ffi;
-use crate::lookup;
+use crate::format;
+use crate::layout;
 use crate::name;
-use crate::names;
-use crate::reconstruct::Reconstructors;
-use crate::registry;
-use crate::statics;
-use crate::types::reduce;
+use crate::reconstructors::{self, Reconstructor};
+use crate::support::reduce::{not_implemented, reduce_to_getattr, reduce_with_setter};
+use crate::support::{digest, lookup, names, registry, statics, tracker};
+
+layout! {
+    /// `make_class`'s arguments.
+    pub mod class_args {
+        METACLASS = "metaclass",
+        NAME = "name",
+        /// `__orig_bases__` for generic classes (PEP 560), else `__bases__`.
+        BASES = "bases",
+        /// What must exist when the class is made: `__module__`,
+        /// `__qualname__`, `__slots__`, a `__dict__` property.
+        NAMESPACE = "namespace",
+        /// The receiver keeps one class per id (see `support::tracker`).
+        TRACKER_ID = "tracker_id",
+    }
+}
+
+layout! {
+    /// `make_enum`'s arguments.
+    pub mod enum_args {
+        BASES = "bases",
+        NAME = "name",
+        QUALNAME = "qualname",
+        /// `{name: value}` from `__members__` (aliases included).
+        MEMBERS = "members",
+        MODULE = "module",
+        TRACKER_ID = "tracker_id",
+    }
+}
+
+layout! {
+    /// What `class_setstate` restores once the class is memoized.
+    pub mod class_state {
+        /// The class's own attributes, in definition order.
+        ATTRIBUTES = "attributes",
+        /// For an ABC, the classes registered as its virtual subclasses (or None).
+        REGISTRY = "registry",
+    }
+}
+
+/// Adds the reconstructors and layouts of classes to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    reconstructors::add(
+        m,
+        Reconstructor::BuiltinType,
+        wrap_pyfunction!(builtin_type, m)?,
+    )?;
+    reconstructors::add(
+        m,
+        Reconstructor::MakeClass,
+        wrap_pyfunction!(make_class, m)?,
+    )?;
+    reconstructors::add(m, Reconstructor::MakeEnum, wrap_pyfunction!(make_enum, m)?)?;
+    reconstructors::add(
+        m,
+        Reconstructor::ClassSetstate,
+        wrap_pyfunction!(class_setstate, m)?,
+    )?;
+    format::export(m, "class_args", &class_args::FIELD_NAMES)?;
+    format::export(m, "enum_args", &enum_args::FIELD_NAMES)?;
+    format::export(m, "class_state", &class_state::FIELD_NAMES)
+}
+
+// ---------------------------------------------------------------------------
+// Pickling.
 
 /// `{type: name}` for every class in `types` (as cloudpickle's `_BUILTIN_TYPE_NAMES`).
 fn builtin_type_names(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
@@ -51,19 +118,15 @@ fn is_singleton_type(cls: &Bound<'_, PyAny>) -> bool {
 
 pub fn reduce_class<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
-    let not_implemented = || Ok(py.NotImplemented().into_bound(py));
     // The C pickler writes NoneType, type(...) and type(NotImplemented) itself.
     if is_singleton_type(cls) {
-        return not_implemented();
+        return Ok(not_implemented(py));
     }
     if let Some(name) = builtin_type_names(py)?.get_item(cls)? {
-        return reduce(
-            &Reconstructors::get(py).builtin_type,
-            PyTuple::new(py, [name])?,
-        );
+        return reconstructors::reduce_to(Reconstructor::BuiltinType, PyTuple::new(py, [name])?);
     }
     if lookup::function_or_class_by_reference(cls)? {
-        return not_implemented();
+        return Ok(not_implemented(py));
     }
     if let Some(placeholder) = digest::placeholder(cls)? {
         return Ok(placeholder);
@@ -76,35 +139,11 @@ pub fn reduce_class<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
     }
 }
 
-fn with_state<'py>(
-    callable: &Py<PyAny>,
-    args: Bound<'py, PyTuple>,
-    state: Bound<'py, PyAny>,
-    setter: &Py<PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = args.py();
-    Ok(PyTuple::new(
-        py,
-        [
-            callable.bind(py).clone(),
-            args.into_any(),
-            state,
-            py.None().into_bound(py),
-            py.None().into_bound(py),
-            setter.bind(py).clone(),
-        ],
-    )?
-    .into_any())
-}
-
-/// `(make_class, (metaclass, name, bases, namespace, tracker_id), (attributes, abc_registry), ..., class_setstate)`.
-///
-/// The creation namespace carries what must exist when the class is made:
-/// `__module__`, `__qualname__` (so a nested class keeps `Outer.Inner`),
-/// `__slots__` (so instances keep having no `__dict__`) and a `__dict__`
-/// property. Everything else arrives as attributes once the class is
-/// memoized, so methods may refer back to it.
+/// `(make_class, class_args, class_state, None, None, class_setstate)`.
+/// Everything but the creation namespace arrives as attributes once the
+/// class is memoized, so methods may refer back to it.
 fn reduce_dynamic_class<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+    use class_args as arg;
     let py = cls.py();
     let own = cls.getattr(intern!(py, "__dict__"))?;
     let namespace = PyDict::new(py);
@@ -123,36 +162,55 @@ fn reduce_dynamic_class<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, Py
             namespace.set_item(name!(py, "__dict__")?, dict_property)?;
         }
     }
+    let mut args: [Option<Bound<'py, PyAny>>; arg::LEN] = Default::default();
+    args[arg::METACLASS] = Some(cls.get_type().into_any());
+    args[arg::NAME] = Some(names::canonical(cls.getattr(intern!(py, "__name__"))?)?);
+    args[arg::BASES] = Some(bases_of(cls)?);
+    args[arg::NAMESPACE] = Some(namespace.into_any());
     let (attributes, registry) = class_state(cls)?;
-    let parts = [
-        cls.get_type().into_any(),
-        names::canonical(cls.getattr(intern!(py, "__name__"))?)?,
-        bases_of(cls)?,
-        namespace.into_any(),
-    ];
-    let state = PyTuple::new(py, [attributes.into_any(), registry])?.into_any();
-    tracked(cls, &Reconstructors::get(py).make_class, parts, state)
+    tracked(
+        cls,
+        Reconstructor::MakeClass,
+        args,
+        arg::TRACKER_ID,
+        attributes,
+        registry,
+    )
 }
 
-/// `(make, (*parts, tracker_id), state, None, None, class_setstate)`, the
-/// tracker id derived from the pickle of `parts` and `state` (see [`digest`]).
+/// `(make, args, class_state, None, None, class_setstate)`, `args` given
+/// but for the tracker id, which goes at `id_at`: derived from the pickle
+/// of the rest (see [`digest`]).
 fn tracked<'py, const N: usize>(
     cls: &Bound<'py, PyType>,
-    make: &Py<PyAny>,
-    parts: [Bound<'py, PyAny>; N],
-    state: Bound<'py, PyAny>,
+    make: Reconstructor,
+    mut args: [Option<Bound<'py, PyAny>>; N],
+    id_at: usize,
+    attributes: Bound<'py, PyDict>,
+    registry: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
-    let definition = PyTuple::new(py, parts.iter().chain([&state]).collect::<Vec<_>>())?;
-    let tracker_id = registry::tracker_id_for(cls.as_any(), || {
+    let mut state: [Option<Bound<'py, PyAny>>; class_state::LEN] = Default::default();
+    state[class_state::ATTRIBUTES] = Some(attributes.into_any());
+    state[class_state::REGISTRY] = Some(registry);
+    let state = format::tuple(py, state)?.into_any();
+    let definition = PyTuple::new(
+        py,
+        args.iter().flatten().chain([&state]).collect::<Vec<_>>(),
+    )?;
+    let tracker_id = tracker::tracker_id_for(cls.as_any(), || {
         digest::tracker_id(cls.as_any(), definition.as_any())
     })?;
     if digest::in_progress() {
         return digest::by_id(py, &tracker_id);
     }
-    let id = PyString::new(py, &tracker_id).into_any();
-    let args = PyTuple::new(py, parts.into_iter().chain([id]).collect::<Vec<_>>())?;
-    with_state(make, args, state, &Reconstructors::get(py).class_setstate)
+    args[id_at] = Some(PyString::new(py, &tracker_id).into_any());
+    reduce_with_setter(
+        reconstructors::get(py, make)?.clone(),
+        format::tuple(py, args)?,
+        state,
+        reconstructors::get(py, Reconstructor::ClassSetstate)?.clone(),
+    )
 }
 
 /// `__orig_bases__` for generic classes (PEP 560), else `__bases__`.
@@ -221,7 +279,7 @@ fn surely_by_value(cls: &Bound<'_, PyType>) -> PyResult<bool> {
     };
     let by_value_module = module.cast::<PyString>().is_ok_and(|m| {
         m.to_str()
-            .is_ok_and(|m| m == "__main__" || crate::registry::is_registered(m))
+            .is_ok_and(|m| m == "__main__" || registry::is_registered(m))
     });
     Ok(by_value_module
         || ffi::heap_type_qualname(cls)
@@ -236,14 +294,14 @@ fn surely_by_value(cls: &Bound<'_, PyType>) -> PyResult<bool> {
 /// memo would share differently. None: leave it to the C pickler.
 pub fn reduce_instance_of_dynamic_class<'py>(
     obj: &Bound<'py, PyAny>,
-    protocol: impl FnOnce() -> Option<i64>,
+    protocol: impl FnOnce() -> PyResult<Option<i64>>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = obj.py();
     let cls = obj.get_type();
     if !surely_by_value(&cls)? {
         return Ok(None);
     }
-    let Some(protocol) = protocol().filter(|p| *p >= 2) else {
+    let Some(protocol) = protocol()?.filter(|p| *p >= 2) else {
         return Ok(None);
     };
     // copyreg.pickle() registrations come before __reduce_ex__, as in the C pickler.
@@ -404,19 +462,66 @@ fn reduce_enum<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
             attributes.del_item(&name)?;
         }
     }
-    let parts = [
-        cls.getattr(intern!(py, "__bases__"))?,
-        names::canonical(cls.getattr(intern!(py, "__name__"))?)?,
-        names::canonical(cls.getattr(intern!(py, "__qualname__"))?)?,
-        members.into_any(),
-        names::canonical(cls.getattr(intern!(py, "__module__"))?)?,
-    ];
-    let state = PyTuple::new(py, [attributes.into_any(), py.None().into_bound(py)])?.into_any();
-    tracked(cls, &Reconstructors::get(py).make_enum, parts, state)
+    use enum_args as arg;
+    let mut args: [Option<Bound<'py, PyAny>>; arg::LEN] = Default::default();
+    args[arg::BASES] = Some(cls.getattr(intern!(py, "__bases__"))?);
+    args[arg::NAME] = Some(names::canonical(cls.getattr(intern!(py, "__name__"))?)?);
+    args[arg::QUALNAME] = Some(names::canonical(cls.getattr(intern!(py, "__qualname__"))?)?);
+    args[arg::MEMBERS] = Some(members.into_any());
+    args[arg::MODULE] = Some(names::canonical(cls.getattr(intern!(py, "__module__"))?)?);
+    let no_registry = py.None().into_bound(py);
+    tracked(
+        cls,
+        Reconstructor::MakeEnum,
+        args,
+        arg::TRACKER_ID,
+        attributes,
+        no_registry,
+    )
+}
+
+/// An enum member as `getattr(its class, its name)`, when that gives it
+/// back and the class keeps `Enum.__reduce_ex__` (which writes the value):
+/// the name is canonical, so which of the sender's strings happened to be
+/// the member's value never changes the bytes.
+pub fn reduce_enum_member<'py>(member: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = member.py();
+    let not_implemented = || Ok(py.NotImplemented().into_bound(py));
+    let cls = member.get_type();
+    let enum_reduce = statics::enum_class(py)?.getattr(intern!(py, "__reduce_ex__"))?;
+    if !cls.getattr(intern!(py, "__reduce_ex__"))?.is(&enum_reduce) {
+        return not_implemented();
+    }
+    let Some(name) = lookup::getattr_opt(member, intern!(py, "_name_"))?
+        .filter(|n| n.is_exact_instance_of::<PyString>())
+    else {
+        return not_implemented();
+    };
+    let members = cls.getattr(intern!(py, "_member_map_"))?;
+    if !lookup::mapping_get(&members, &name)?.is_some_and(|m| m.is(member)) {
+        // A combination of flags, or an alias: not reachable by that name.
+        return not_implemented();
+    }
+    reduce_to_getattr(cls.into_any(), names::canonical(name)?)
 }
 
 // ---------------------------------------------------------------------------
-// Load side.
+// Loading.
+
+/// A class of the `types` module by name (`FunctionType`, `CodeType`, ...).
+#[pyfunction]
+pub fn builtin_type<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    let py = name.py();
+    if name.to_str()? == "ClassType" {
+        return Ok(py.get_type::<PyType>().into_any());
+    }
+    match lookup::getattr_opt(&py.import("types")?.into_any(), name)? {
+        Some(cls) if cls.is_instance_of::<PyType>() => Ok(cls),
+        _ => Err(PyValueError::new_err(format!(
+            "types has no class named {name}"
+        ))),
+    }
+}
 
 /// The classes in `bases`' MROs (other than object) that define
 /// `__init_subclass__`: creating a subclass would run the first of them.
@@ -512,11 +617,11 @@ pub fn make_class<'py>(
     tracker_id: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = name.py();
-    if let Some(known) = registry::tracked(py, tracker_id.to_str()?) {
+    if let Some(known) = tracker::tracked(py, tracker_id.to_str()?) {
         return Ok(known);
     }
     let cls = create_class(metaclass, name, bases, namespace)?;
-    registry::lookup_or_track(cls, tracker_id.to_str()?)
+    tracker::lookup_or_track(cls, tracker_id.to_str()?)
 }
 
 /// A new class made with `metaclass` (or the most derived metaclass of the
@@ -592,7 +697,7 @@ pub fn make_enum<'py>(
     tracker_id: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = name.py();
-    if let Some(known) = registry::tracked(py, tracker_id.to_str()?) {
+    if let Some(known) = tracker::tracked(py, tracker_id.to_str()?) {
         return Ok(known);
     }
     let last = bases.get_item(
@@ -618,7 +723,7 @@ pub fn make_enum<'py>(
     let cls = new.call1((&metaclass, name, bases, classdict))?;
     cls.setattr(intern!(py, "__module__"), module)?;
     cls.setattr(intern!(py, "__qualname__"), qualname)?;
-    registry::lookup_or_track(cls, tracker_id.to_str()?)
+    tracker::lookup_or_track(cls, tracker_id.to_str()?)
 }
 
 /// Sets a class's attributes, then registers its ABC virtual subclasses.
@@ -626,12 +731,14 @@ pub fn make_enum<'py>(
 pub fn class_setstate(cls: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyResult<()> {
     let py = cls.py();
     let cls = cls.cast::<PyType>()?;
-    if state.len() != 2 {
+    if state.len() != class_state::LEN {
         return Err(PyValueError::new_err(
             "class state must be (attributes, registry)",
         ));
     }
-    let attributes = state.get_item(0)?.cast_into::<PyDict>()?;
+    let attributes = state
+        .get_item(class_state::ATTRIBUTES)?
+        .cast_into::<PyDict>()?;
     for (name, value) in attributes.iter() {
         cls.setattr(name.cast::<PyString>()?, value)?;
     }
@@ -640,7 +747,7 @@ pub fn class_setstate(cls: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyR
         cls.setattr("__firstlineno__", line)?;
     }
     keep_written_order(cls, &attributes)?;
-    let registry = state.get_item(1)?;
+    let registry = state.get_item(class_state::REGISTRY)?;
     if !registry.is_none() {
         for subclass in registry.cast::<PyTuple>()?.iter() {
             cls.call_method1(intern!(py, "register"), (subclass,))?;

@@ -13,22 +13,33 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 
-use crate::digest;
 use crate::ffi;
-use crate::lookup;
-use crate::names;
-use crate::reconstruct::Reconstructors;
-use crate::statics;
+use crate::reconstructors::{self, Reconstructor};
+use crate::support::reduce::{not_implemented, reduce_to_getattr, reduce_with_state};
+use crate::support::{digest, lookup, names, statics, tracker};
 
-fn not_implemented(py: Python<'_>) -> Bound<'_, PyAny> {
-    py.NotImplemented().into_bound(py)
-}
-
-fn reduce_tuple<'py>(
-    py: Python<'py>,
-    parts: Vec<Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    Ok(PyTuple::new(py, parts)?.into_any())
+/// Adds the reconstructors of the standard library's kinds to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    reconstructors::add(
+        m,
+        Reconstructor::MakeLruCache,
+        wrap_pyfunction!(make_lru_cache, m)?,
+    )?;
+    reconstructors::add(
+        m,
+        Reconstructor::MakeSingledispatch,
+        wrap_pyfunction!(make_singledispatch, m)?,
+    )?;
+    reconstructors::add(
+        m,
+        Reconstructor::MakeSingledispatchmethod,
+        wrap_pyfunction!(make_singledispatchmethod, m)?,
+    )?;
+    reconstructors::add(
+        m,
+        Reconstructor::MakeContextVar,
+        wrap_pyfunction!(make_context_var, m)?,
+    )
 }
 
 fn functools(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
@@ -87,9 +98,8 @@ pub fn reduce_lru_cache<'py>(wrapper: &Bound<'py, PyAny>) -> PyResult<Bound<'py,
     let maxsize = parameters.get_item("maxsize")?;
     let typed = parameters.get_item("typed")?;
     let state = extra_attributes(wrapper, &function, &["cache_parameters"])?;
-    let make = Reconstructors::get(py).make_lru_cache.bind(py).clone();
-    let args = PyTuple::new(py, [function, maxsize, typed])?.into_any();
-    reduce_tuple(py, vec![make, args, state])
+    let make = reconstructors::get(py, Reconstructor::MakeLruCache)?.clone();
+    reduce_with_state(make, PyTuple::new(py, [function, maxsize, typed])?, state)
 }
 
 /// `make_lru_cache(function, maxsize, typed)`: `functools.lru_cache(maxsize,
@@ -141,8 +151,7 @@ pub fn reduce_cached_property<'py>(property: &Bound<'py, PyAny>) -> PyResult<Bou
         ));
     };
     let cls = property.get_type().into_any();
-    let args = PyTuple::new(py, [function])?.into_any();
-    reduce_tuple(py, vec![cls, args, attributes.into_any()])
+    reduce_with_state(cls, PyTuple::new(py, [function])?, attributes.into_any())
 }
 
 // --- functools.singledispatch and singledispatchmethod ---------------------
@@ -196,9 +205,9 @@ pub fn reduce_singledispatch<'py>(
     };
     let skip = ["register", "dispatch", "registry", "_clear_cache"];
     let state = extra_attributes(function, &default, &skip)?;
-    let make = Reconstructors::get(py).make_singledispatch.bind(py).clone();
-    let args = PyTuple::new(py, [default, registrations(&registry)?.into_any()])?.into_any();
-    reduce_tuple(py, vec![make, args, state]).map(Some)
+    let make = reconstructors::get(py, Reconstructor::MakeSingledispatch)?.clone();
+    let args = PyTuple::new(py, [default, registrations(&registry)?.into_any()])?;
+    reduce_with_state(make, args, state).map(Some)
 }
 
 fn register_all(target: &Bound<'_, PyAny>, registrations: &Bound<'_, PyTuple>) -> PyResult<()> {
@@ -242,12 +251,8 @@ pub fn reduce_singledispatchmethod<'py>(method: &Bound<'py, PyAny>) -> PyResult<
     let registry = method
         .getattr(intern!(py, "dispatcher"))?
         .getattr(intern!(py, "registry"))?;
-    let make = Reconstructors::get(py)
-        .make_singledispatchmethod
-        .bind(py)
-        .clone();
-    let args = PyTuple::new(py, [function, registrations(&registry)?.into_any()])?.into_any();
-    reduce_tuple(py, vec![make, args])
+    let args = PyTuple::new(py, [function, registrations(&registry)?.into_any()])?;
+    reconstructors::reduce_to(Reconstructor::MakeSingledispatchmethod, args)
 }
 
 #[pyfunction]
@@ -284,11 +289,8 @@ pub fn reduce_new_type<'py>(new_type: &Bound<'py, PyAny>) -> PyResult<Bound<'py,
         };
         attributes.set_item(names::canonical(key)?, value)?;
     }
-    let args = PyTuple::new(py, [name, supertype])?.into_any();
-    reduce_tuple(
-        py,
-        vec![new_type.get_type().into_any(), args, attributes.into_any()],
-    )
+    let args = PyTuple::new(py, [name, supertype])?;
+    reduce_with_state(new_type.get_type().into_any(), args, attributes.into_any())
 }
 
 // --- contextvars.ContextVar --------------------------------------------------
@@ -332,7 +334,7 @@ pub fn reduce_context_var<'py>(var: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
     let name = var.getattr(intern!(py, "name"))?;
     if let Some(module) = lookup::lookup_module_and_name(var, &name)? {
         if !lookup::module_registered_by_value(&module)? {
-            return crate::types::reduce_to_getattr(module, name);
+            return reduce_to_getattr(module, name);
         }
     }
     let name = names::canonical(name)?;
@@ -345,7 +347,7 @@ pub fn reduce_context_var<'py>(var: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
             let definition = PyTuple::new(py, [name.clone(), default.clone().into_any()])?;
             let base = digest::tracker_id(var, definition.as_any())?;
             with_context_vars(|vars| {
-                let id = crate::registry::first_free_id(&base, |id| {
+                let id = tracker::first_free_id(&base, |id| {
                     vars.by_id
                         .get(id)
                         .is_some_and(|other| !other.bind(py).is(var))
@@ -356,12 +358,11 @@ pub fn reduce_context_var<'py>(var: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
             })
         }
     };
-    let make = Reconstructors::get(py).make_context_var.bind(py).clone();
     let args = PyTuple::new(
         py,
         [name, default.into_any(), PyString::new(py, &id).into_any()],
     )?;
-    reduce_tuple(py, vec![make, args.into_any()])
+    reconstructors::reduce_to(Reconstructor::MakeContextVar, args)
 }
 
 /// `make_context_var(name, (default,) or (), tracker_id)`: the variable
@@ -416,14 +417,12 @@ pub fn reduce_weak_dictionary<'py>(mapping: &Bound<'py, PyAny>) -> PyResult<Boun
         items.append(item?)?;
     }
     let none = py.None().into_bound(py);
-    reduce_tuple(
-        py,
-        vec![
-            mapping.get_type().into_any(),
-            PyTuple::empty(py).into_any(),
-            none.clone(),
-            none,
-            items.try_iter()?.into_any(),
-        ],
-    )
+    let parts = [
+        mapping.get_type().into_any(),
+        PyTuple::empty(py).into_any(),
+        none.clone(),
+        none,
+        items.try_iter()?.into_any(),
+    ];
+    Ok(PyTuple::new(py, parts)?.into_any())
 }

@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::statics;
+use crate::support::statics;
 
 /// A definition being digested on this thread.
 struct InProgress {

@@ -1,18 +1,122 @@
 //! Code objects: the global names they reference (cached per code object)
 //! and their reduction to `types.CodeType` arguments, which differ by version.
+//!
+//! Wire layout: `make_code(*code_args)`, `fields` being the arguments of
+//! `types.CodeType` on the sender's version ([`code_fields`]).
 
-use ahash::AHashMap;
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyWeakrefReference};
+use pyo3::types::{
+    PyBytes, PyFrozenSet, PyList, PyModule, PySet, PyString, PyTuple, PyWeakrefReference,
+};
 
 use crate::ffi;
-use crate::names;
-use crate::reconstruct::Reconstructors;
-use crate::statics;
+use crate::format;
+use crate::layout;
+use crate::reconstructors::{self, Reconstructor};
+use crate::support::weakmap::WeakMap;
+use crate::support::{names, statics};
+
+layout! {
+    /// `make_code`'s arguments.
+    pub mod code_args {
+        /// `(major, minor)` of the CPython that compiled the code: another
+        /// minor version refuses it by name.
+        VERSION = "version",
+        /// The arguments of `types.CodeType` ([`code_fields`](super::code_fields)).
+        FIELDS = "fields",
+    }
+}
+
+layout! {
+    /// `types.CodeType`'s arguments on 3.11 and later.
+    pub mod code_fields_3_11 {
+        ARGCOUNT = "argcount",
+        POSONLYARGCOUNT = "posonlyargcount",
+        KWONLYARGCOUNT = "kwonlyargcount",
+        NLOCALS = "nlocals",
+        STACKSIZE = "stacksize",
+        FLAGS = "flags",
+        CODE = "code",
+        CONSTS = "consts",
+        NAMES = "names",
+        VARNAMES = "varnames",
+        FILENAME = "filename",
+        NAME = "name",
+        QUALNAME = "qualname",
+        FIRSTLINENO = "firstlineno",
+        LINETABLE = "linetable",
+        EXCEPTIONTABLE = "exceptiontable",
+        FREEVARS = "freevars",
+        CELLVARS = "cellvars",
+    }
+}
+
+layout! {
+    /// `types.CodeType`'s arguments on 3.10.
+    pub mod code_fields_3_10 {
+        ARGCOUNT = "argcount",
+        POSONLYARGCOUNT = "posonlyargcount",
+        KWONLYARGCOUNT = "kwonlyargcount",
+        NLOCALS = "nlocals",
+        STACKSIZE = "stacksize",
+        FLAGS = "flags",
+        CODE = "code",
+        CONSTS = "consts",
+        NAMES = "names",
+        VARNAMES = "varnames",
+        FILENAME = "filename",
+        NAME = "name",
+        FIRSTLINENO = "firstlineno",
+        LINETABLE = "linetable",
+        FREEVARS = "freevars",
+        CELLVARS = "cellvars",
+    }
+}
+
+layout! {
+    /// `types.CodeType`'s arguments on 3.9.
+    pub mod code_fields_3_9 {
+        ARGCOUNT = "argcount",
+        POSONLYARGCOUNT = "posonlyargcount",
+        KWONLYARGCOUNT = "kwonlyargcount",
+        NLOCALS = "nlocals",
+        STACKSIZE = "stacksize",
+        FLAGS = "flags",
+        CODE = "code",
+        CONSTS = "consts",
+        NAMES = "names",
+        VARNAMES = "varnames",
+        FILENAME = "filename",
+        NAME = "name",
+        FIRSTLINENO = "firstlineno",
+        LNOTAB = "lnotab",
+        FREEVARS = "freevars",
+        CELLVARS = "cellvars",
+    }
+}
+
+#[cfg(all(Py_3_10, not(Py_3_11)))]
+pub use code_fields_3_10 as code_fields;
+/// `types.CodeType`'s arguments on the running version.
+#[cfg(Py_3_11)]
+pub use code_fields_3_11 as code_fields;
+#[cfg(not(Py_3_10))]
+pub use code_fields_3_9 as code_fields;
+
+/// Adds `make_code` and the code layouts (of every version: the inspector
+/// reads pickles of other versions) to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    reconstructors::add(m, Reconstructor::MakeCode, wrap_pyfunction!(make_code, m)?)?;
+    m.add_class::<SortedFrozenSet>()?;
+    format::export(m, "code_args", &code_args::FIELD_NAMES)?;
+    format::export(m, "code_fields_3.9", &code_fields_3_9::FIELD_NAMES)?;
+    format::export(m, "code_fields_3.10", &code_fields_3_10::FIELD_NAMES)?;
+    format::export(m, "code_fields_3.11", &code_fields_3_11::FIELD_NAMES)
+}
 
 /// The CPython minor version code objects are tied to, written into every
 /// pickled code object so that a mismatch is reported by name on load.
@@ -165,7 +269,10 @@ fn nested_codes<'py>(code: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>
     let consts = code
         .getattr(intern!(code.py(), "co_consts"))?
         .cast_into::<PyTuple>()?;
-    Ok(consts.iter().filter(ffi::is_code).collect())
+    Ok(consts
+        .iter()
+        .filter(|c| ffi::as_code(c).is_some())
+        .collect())
 }
 
 /// Names that `code` and its nested code objects look up in the mapping of
@@ -244,74 +351,30 @@ enum Derived {
 
 const DERIVED: usize = 4;
 
-struct CacheEntry {
-    code: Py<PyWeakrefReference>,
-    derived: [Option<Py<PyAny>>; DERIVED],
-}
+/// What was derived from one code object, by [`Derived`].
+type DerivedValues = [Option<Py<PyAny>>; DERIVED];
 
-/// Code object address -> what was derived from it. The weak reference tells
-/// a live entry from one whose code object died and whose address was reused.
-/// Python code never runs while the lock is held.
-static CACHE: Mutex<Option<AHashMap<usize, CacheEntry>>> = Mutex::new(None);
-static PRUNE_AT: Mutex<usize> = Mutex::new(1024);
+/// Code object -> what was derived from it. Python code never runs while
+/// the lock is held.
+static CACHE: Mutex<Option<WeakMap<DerivedValues>>> = Mutex::new(None);
 
 fn cached<'py>(code: &Bound<'py, PyAny>, what: Derived) -> Option<Bound<'py, PyAny>> {
-    let py = code.py();
     let guard = CACHE.lock();
-    let entry = guard.as_ref()?.get(&(code.as_ptr() as usize))?;
-    if !entry
-        .code
-        .bind(py)
-        .upgrade()
-        .is_some_and(|live| live.is(code))
-    {
-        return None;
-    }
-    entry.derived[what as usize]
+    guard.as_ref()?.get(code)?[what as usize]
         .as_ref()
-        .map(|v| v.bind(py).clone())
+        .map(|v| v.bind(code.py()).clone())
 }
 
 fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = code.py();
     let weak = PyWeakrefReference::new(code)?.unbind();
-    let mut stale = Vec::new();
-    {
+    let removed = {
         let mut guard = CACHE.lock();
-        let cache = guard.get_or_insert_with(AHashMap::new);
-        let key = code.as_ptr() as usize;
-        let entry = cache.entry(key).or_insert_with(|| CacheEntry {
-            code: weak.clone_ref(py),
-            derived: Default::default(),
-        });
-        if !entry
-            .code
-            .bind(py)
-            .upgrade()
-            .is_some_and(|live| live.is(code))
-        {
-            stale.push(std::mem::replace(
-                entry,
-                CacheEntry {
-                    code: weak,
-                    derived: Default::default(),
-                },
-            ));
-        }
-        entry.derived[what as usize] = Some(value.clone().unbind());
-        let mut prune_at = PRUNE_AT.lock();
-        if cache.len() >= *prune_at {
-            let dead: Vec<usize> = cache
-                .iter()
-                .filter(|(_, e)| e.code.bind(py).upgrade().is_none())
-                .map(|(k, _)| *k)
-                .collect();
-            stale.extend(dead.into_iter().filter_map(|k| cache.remove(&k)));
-            *prune_at = (cache.len() * 2).max(1024);
-        }
-    }
-    // Released outside the lock: dropping the last reference to a value may free objects.
-    drop(stale);
+        let cache = guard.get_or_insert_with(WeakMap::default);
+        let (derived, removed) = cache.get_or_insert_with(code, weak, Default::default);
+        derived[what as usize] = Some(value.clone().unbind());
+        removed
+    };
+    drop(removed);
     Ok(())
 }
 
@@ -441,61 +504,55 @@ fn canonical_names<'py>(
     Ok(PyTuple::new(code.py(), items)?.into_any())
 }
 
-/// The arguments of `types.CodeType(...)` for the running version.
-fn code_args<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+/// The arguments of `types.CodeType(...)` for the running version ([`code_fields`]).
+fn code_fields_of<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    use code_fields as at;
     let py = code.py();
     let get = |name: &Bound<'py, PyString>| code.getattr(name);
-    let consts = deterministic_consts(get(intern!(py, "co_consts"))?.cast_into()?)?.into_any();
-    let mut args = vec![
-        get(intern!(py, "co_argcount"))?,
-        get(intern!(py, "co_posonlyargcount"))?,
-        get(intern!(py, "co_kwonlyargcount"))?,
-        get(intern!(py, "co_nlocals"))?,
-        get(intern!(py, "co_stacksize"))?,
-        get(intern!(py, "co_flags"))?,
-        get(intern!(py, "co_code"))?,
-        consts,
-        canonical_names(code, intern!(py, "co_names"))?,
-        canonical_names(code, intern!(py, "co_varnames"))?,
-        names::canonical(get(intern!(py, "co_filename"))?)?,
-        names::canonical(get(intern!(py, "co_name"))?)?,
-    ];
+    let mut fields: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
+    fields[at::ARGCOUNT] = Some(get(intern!(py, "co_argcount"))?);
+    fields[at::POSONLYARGCOUNT] = Some(get(intern!(py, "co_posonlyargcount"))?);
+    fields[at::KWONLYARGCOUNT] = Some(get(intern!(py, "co_kwonlyargcount"))?);
+    fields[at::NLOCALS] = Some(get(intern!(py, "co_nlocals"))?);
+    fields[at::STACKSIZE] = Some(get(intern!(py, "co_stacksize"))?);
+    fields[at::FLAGS] = Some(get(intern!(py, "co_flags"))?);
+    fields[at::CODE] = Some(get(intern!(py, "co_code"))?);
+    fields[at::CONSTS] =
+        Some(deterministic_consts(get(intern!(py, "co_consts"))?.cast_into()?)?.into_any());
+    fields[at::NAMES] = Some(canonical_names(code, intern!(py, "co_names"))?);
+    fields[at::VARNAMES] = Some(canonical_names(code, intern!(py, "co_varnames"))?);
+    fields[at::FILENAME] = Some(names::canonical(get(intern!(py, "co_filename"))?)?);
+    fields[at::NAME] = Some(names::canonical(get(intern!(py, "co_name"))?)?);
     #[cfg(Py_3_11)]
-    args.push(names::canonical(get(intern!(py, "co_qualname"))?)?);
-    args.push(get(intern!(py, "co_firstlineno"))?);
+    {
+        fields[at::QUALNAME] = Some(names::canonical(get(intern!(py, "co_qualname"))?)?);
+        fields[at::EXCEPTIONTABLE] = Some(get(intern!(py, "co_exceptiontable"))?);
+    }
+    fields[at::FIRSTLINENO] = Some(get(intern!(py, "co_firstlineno"))?);
     #[cfg(Py_3_10)]
-    args.push(get(intern!(py, "co_linetable"))?);
+    {
+        fields[at::LINETABLE] = Some(get(intern!(py, "co_linetable"))?);
+    }
     #[cfg(not(Py_3_10))]
-    args.push(get(intern!(py, "co_lnotab"))?);
-    #[cfg(Py_3_11)]
-    args.push(get(intern!(py, "co_exceptiontable"))?);
-    args.push(canonical_names(code, intern!(py, "co_freevars"))?);
-    args.push(canonical_names(code, intern!(py, "co_cellvars"))?);
-    PyTuple::new(py, args)
+    {
+        fields[at::LNOTAB] = Some(get(intern!(py, "co_lnotab"))?);
+    }
+    fields[at::FREEVARS] = Some(canonical_names(code, intern!(py, "co_freevars"))?);
+    fields[at::CELLVARS] = Some(canonical_names(code, intern!(py, "co_cellvars"))?);
+    format::tuple(py, fields)
 }
 
-/// `make_code((major, minor), args)`: rebuilt with `types.CodeType(*args)`.
-/// Code objects are immutable, so the reduction is computed once per code object.
+/// `(make_code, code_args)`, computed once per code object (code is immutable).
 pub fn reduce_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    use code_args as at;
     let py = code.py();
     if let Some(reduced) = cached(code, Derived::Reduction) {
         return Ok(reduced);
     }
-    let args = PyTuple::new(
-        py,
-        [
-            python_version(py).as_any().clone(),
-            code_args(code)?.into_any(),
-        ],
-    )?;
-    let reduced = PyTuple::new(
-        py,
-        [
-            Reconstructors::get(py).make_code.bind(py).clone(),
-            args.into_any(),
-        ],
-    )?
-    .into_any();
+    let mut args: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
+    args[at::VERSION] = Some(python_version(py).as_any().clone());
+    args[at::FIELDS] = Some(code_fields_of(code)?.into_any());
+    let reduced = reconstructors::reduce_to(Reconstructor::MakeCode, format::tuple(py, args)?)?;
     remember(code, Derived::Reduction, &reduced)?;
     Ok(reduced)
 }
@@ -518,15 +575,12 @@ pub fn make_code<'py>(
         )));
     }
     // Wrong arity or types are left to `types.CodeType` to report.
-    let bytecode = args.get_item(BYTECODE_ARG).ok();
+    let bytecode = args.get_item(code_fields::CODE).ok();
     if let Some(bytecode) = bytecode.as_ref().and_then(|b| b.cast::<PyBytes>().ok()) {
         check_bytecode(bytecode.as_bytes(), opcode_table(py)?)?;
     }
     statics::code_type(py)?.call1(args)
 }
-
-/// Where `co_code` sits among `types.CodeType`'s arguments (3.9 to 3.15).
-const BYTECODE_ARG: usize = 6;
 
 /// What CPython knows of each opcode, read from the `opcode` module.
 struct OpcodeTable {

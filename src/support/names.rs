@@ -64,7 +64,7 @@ macro_rules! name {
     ($py:expr, $text:literal) => {{
         static NAME: pyo3::sync::PyOnceLock<pyo3::Py<pyo3::PyAny>> = pyo3::sync::PyOnceLock::new();
         NAME.get_or_try_init($py, || {
-            $crate::names::canonical(pyo3::types::PyString::new($py, $text).into_any())
+            $crate::support::names::canonical(pyo3::types::PyString::new($py, $text).into_any())
                 .map(pyo3::Bound::unbind)
         })
         .map(|name| name.bind($py).clone())

@@ -7,7 +7,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule, PyString};
 
-use crate::registry;
+use crate::support::registry;
 
 pub fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     crate::ffi::sys_modules(py)

@@ -31,6 +31,7 @@ cached_attr!(opmap, "opcode", "opmap");
 cached_attr!(enum_class, "enum", "Enum");
 cached_attr!(abc_meta, "abc", "ABCMeta");
 cached_attr!(property_type, "builtins", "property");
+
 #[cfg(Py_3_15)]
 cached_attr!(
     /// What a lazily imported name (PEP 810) holds until first use.
@@ -55,3 +56,14 @@ cached_attr!(
     /// Upstream's sentinel for "no value" in `_make_cell`.
     empty_cell_value, "cloudpickle_rs.cloudpickle", "_empty_cell_value"
 );
+
+/// `BaseException.__reduce__`: classes that keep it are rebuilt without `__init__`.
+pub fn base_exception_reduce(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    CELL.get_or_try_init(py, || {
+        py.get_type::<pyo3::exceptions::PyBaseException>()
+            .getattr("__reduce__")
+            .map(Bound::unbind)
+    })
+    .map(|reduce| reduce.bind(py))
+}

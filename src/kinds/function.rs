@@ -1,17 +1,88 @@
 //! Functions by value: code, the globals they reference, closure cells,
 //! attributes, and the submodules their body reaches through a package.
+//!
+//! Wire layout: `make_function(*function_args)`, where `state` is a
+//! [`function_state`] tuple, or, when the state can refer back to the
+//! function, `make_function(*args)` then `function_setstate(f, state)` once
+//! `f` is memoized. Trailing None items of both are left out.
 
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyModule, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyBytes, PyDict, PyFloat, PyFunction, PyInt, PyModule, PyString, PyTuple,
+};
 
-use crate::code;
 use crate::ffi;
-use crate::lookup;
+use crate::format;
+use crate::kinds::{code, stdlib};
+use crate::layout;
 use crate::name;
-use crate::names;
-use crate::reconstruct::Reconstructors;
-use crate::types::reduce;
+use crate::reconstructors::{self, Reconstructor};
+use crate::support::reduce::{reduce, reduce_with_setter};
+use crate::support::{lookup, names, statics};
+
+layout! {
+    /// `make_function`'s arguments.
+    pub mod function_args {
+        CODE = "code",
+        /// The shared globals dict (see [`shared_base_globals`](super::shared_base_globals)).
+        GLOBALS = "globals",
+        /// The function's own cells (cells pickle as empty cells filled
+        /// afterwards, so a cell shared by two closures stays shared).
+        CLOSURE = "closure",
+        /// A [`function_state`](super::function_state) whose values cannot
+        /// lead back to the function, else None (`function_setstate` follows).
+        STATE = "state",
+        /// None: the code's `co_name`.
+        NAME = "name",
+        /// None: the code's `co_qualname` (its `co_name` before 3.11).
+        QUALNAME = "qualname",
+    }
+}
+
+layout! {
+    /// A by-value function's state: what `make_function` takes as `state`,
+    /// or `function_setstate` once the function is memoized. `MODULE` and
+    /// `DOC` come together, only when they differ from what making the
+    /// function gives it.
+    pub mod function_state {
+        /// The globals the code references, merged into the shared globals dict.
+        GLOBALS = "globals",
+        DEFAULTS = "defaults",
+        KWDEFAULTS = "kwdefaults",
+        /// `__annotations__` as stored: on 3.14, only once computed or assigned.
+        ANNOTATIONS = "annotations",
+        /// `__annotate__` (3.14, PEP 649), still lazy or beside `ANNOTATIONS`.
+        ANNOTATE = "annotate",
+        DICT = "dict",
+        /// Submodules the body uses: loading the state imports them.
+        SUBMODULES = "submodules",
+        /// PEP 695 `__type_params__` (3.12+).
+        TYPE_PARAMS = "type_params",
+        MODULE = "module",
+        DOC = "doc",
+    }
+}
+
+/// Adds the reconstructors and layouts of functions to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    reconstructors::add(
+        m,
+        Reconstructor::MakeFunction,
+        wrap_pyfunction!(make_function, m)?,
+    )?;
+    reconstructors::add(
+        m,
+        Reconstructor::FunctionSetstate,
+        wrap_pyfunction!(function_setstate, m)?,
+    )?;
+    format::export(m, "function_args", &function_args::FIELD_NAMES)?;
+    format::export(m, "function_state", &function_state::FIELD_NAMES)
+}
+
+// ---------------------------------------------------------------------------
+// Pickling.
 
 /// A function importable by name goes by reference (NotImplemented lets the C
 /// pickler save it as a global); any other is rebuilt from its parts.
@@ -19,11 +90,12 @@ pub fn reduce_function<'py>(
     pickler: &Bound<'py, PyAny>,
     func: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let parts = ffi::function_parts(func)?;
+    let func = func.cast::<PyFunction>()?;
+    let parts = ffi::function_parts(func);
     if !surely_dynamic(&parts) && lookup::function_or_class_by_reference(func)? {
         return Ok(func.py().NotImplemented().into_bound(func.py()));
     }
-    if let Some(reduced) = crate::stdlib::reduce_singledispatch(func, &parts.code)? {
+    if let Some(reduced) = stdlib::reduce_singledispatch(func, &parts.code)? {
         return Ok(reduced);
     }
     reduce_dynamic_function(pickler, func, parts)
@@ -40,38 +112,29 @@ fn surely_dynamic(parts: &ffi::FunctionParts<'_>) -> bool {
     is(&parts.module, |m| m == "__main__") || is(&parts.qualname, |q| q.contains("<locals>"))
 }
 
-/// `(make_function, (code, base_globals, closure, state, name, qualname))`
-/// when the state holds only plain values, else the state goes apart:
-/// `(make_function, args, state, None, None, function_setstate)`. Arguments
-/// and state are cut after their last item that is not already what making
-/// the function gives it; the state's layout is [`function_state`].
-///
-/// The closure holds the function's own cells: cells pickle as empty cells
-/// that are filled afterwards, so a cell shared by two closures stays shared
-/// and a self-referencing closure needs no second copy of the function.
-///
-/// [`function_state`]: crate::reconstruct::function_state
+/// `(make_function, function_args)` when the state holds only plain
+/// values, else the state goes apart: `(make_function, function_args,
+/// state, None, None, function_setstate)`. Arguments and state are cut
+/// after their last item that is not already what making the function
+/// gives it.
 fn reduce_dynamic_function<'py>(
     pickler: &Bound<'py, PyAny>,
-    func: &Bound<'py, PyAny>,
+    func: &Bound<'py, PyFunction>,
     parts: ffi::FunctionParts<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    use crate::reconstruct::function_state as at;
+    use function_args as arg;
+    use function_state as at;
     let py = func.py();
     let code = parts.code;
     let globals = ffi::function_globals(func);
     let closure = closure_to_pickle(&code, ffi::function_closure(func))?;
     let made = code::made_attributes(&code)?;
-    let name = differing(parts.name, &made.get_item(0)?)?;
-    let qualname = differing(parts.qualname, &made.get_item(1)?)?;
-    let mut args = [
-        Some(code.clone()),
-        Some(shared_base_globals(pickler, &globals)?.into_any()),
-        closure.clone().map(Bound::into_any),
-        None,
-        name,
-        qualname,
-    ];
+    let mut args: [Option<Bound<'py, PyAny>>; arg::LEN] = Default::default();
+    args[arg::CODE] = Some(code.clone());
+    args[arg::GLOBALS] = Some(shared_base_globals(pickler, &globals)?.into_any());
+    args[arg::CLOSURE] = closure.clone().map(Bound::into_any);
+    args[arg::NAME] = differing(parts.name, &made.get_item(0)?)?;
+    args[arg::QUALNAME] = differing(parts.qualname, &made.get_item(1)?)?;
     let referenced = referenced_globals(&code, &globals)?;
     let submodules = imported_submodules(&code, referenced.as_ref(), closure.as_ref())?;
     let mut state: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
@@ -92,28 +155,15 @@ fn reduce_dynamic_function<'py>(
         state[at::DOC] = Some(parts.doc);
     }
     let state = trimmed_tuple(py, state)?;
-    let r = Reconstructors::get(py);
-    if state.is_empty() {
-        return reduce(&r.make_function, trimmed_tuple(py, args)?);
-    }
+    let make = reconstructors::get(py, Reconstructor::MakeFunction)?.clone();
     // State that cannot lead back to the function can be made before it:
     // it then goes in make_function's arguments, saving the setstate call.
-    if is_plain(state.as_any(), &mut PLAIN_BUDGET.clone()) {
-        args[3] = Some(state.into_any());
-        return reduce(&r.make_function, trimmed_tuple(py, args)?);
+    if state.is_empty() || is_plain(state.as_any(), &mut PLAIN_BUDGET.clone()) {
+        args[arg::STATE] = (!state.is_empty()).then(|| state.into_any());
+        return reduce(make, trimmed_tuple(py, args)?);
     }
-    Ok(PyTuple::new(
-        py,
-        [
-            r.make_function.bind(py).clone(),
-            trimmed_tuple(py, args)?.into_any(),
-            state.into_any(),
-            py.None().into_bound(py),
-            py.None().into_bound(py),
-            r.function_setstate.bind(py).clone(),
-        ],
-    )?
-    .into_any())
+    let setstate = reconstructors::get(py, Reconstructor::FunctionSetstate)?.clone();
+    reduce_with_setter(make, trimmed_tuple(py, args)?, state.into_any(), setstate)
 }
 
 /// The closure as it travels. An annotation scope of a class body (3.12+:
@@ -137,7 +187,9 @@ fn closure_to_pickle<'py>(
     let Some(namespace) = closure
         .get_item(index)
         .ok()
-        .and_then(|cell| ffi::cell_contents(&cell))
+        .map(|cell| ffi::cell_contents(&cell))
+        .transpose()?
+        .flatten()
     else {
         return Ok(Some(closure));
     };
@@ -344,7 +396,7 @@ fn imported_submodules<'py>(
         consider(value)?;
     }
     for cell in closure.into_iter().flat_map(|c| c.iter()) {
-        if let Some(value) = ffi::cell_contents(&cell) {
+        if let Some(value) = ffi::cell_contents(&cell)? {
             consider(value)?;
         }
     }
@@ -383,4 +435,128 @@ fn imported_submodules<'py>(
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(PyTuple::new(py, found.into_iter().map(|(_, m)| m))?.into_any())
+}
+
+// ---------------------------------------------------------------------------
+// Loading.
+
+/// Creates a function from its code, globals, closure cells, state (or the
+/// state arrives through [`function_setstate`]) and names (None: the code's
+/// own name and qualified name).
+#[pyfunction]
+#[pyo3(signature = (code, globals, closure = None, state = None, name = None, qualname = None))]
+pub fn make_function<'py>(
+    code: &Bound<'py, PyAny>,
+    globals: &Bound<'py, PyDict>,
+    closure: Option<&Bound<'py, PyTuple>>,
+    state: Option<&Bound<'py, PyTuple>>,
+    name: Option<&Bound<'py, PyString>>,
+    qualname: Option<&Bound<'py, PyString>>,
+) -> PyResult<Bound<'py, PyFunction>> {
+    let py = code.py();
+    let Some(code) = ffi::as_code(code) else {
+        return Err(PyTypeError::new_err(format!(
+            "expected a code object, got {}",
+            code.get_type().name()?
+        )));
+    };
+    ffi::check_closure(code, closure)?;
+    // Without `__builtins__`, 3.9 would give the function a bare builtins namespace.
+    if !globals.contains(intern!(py, "__builtins__"))? {
+        globals.set_item(intern!(py, "__builtins__"), statics::builtins_dict(py)?)?;
+    }
+    let func = ffi::new_function(code, globals, qualname)?;
+    if let Some(name) = name {
+        func.setattr(intern!(py, "__name__"), name)?;
+    }
+    if let Some(closure) = closure {
+        ffi::set_function_closure(&func, closure)?;
+    }
+    if let Some(state) = state {
+        set_state(&func, state)?;
+    }
+    Ok(func)
+}
+
+/// Restores a function's state (see [`function_state`]).
+#[pyfunction]
+pub fn function_setstate(func: &Bound<'_, PyAny>, state: &Bound<'_, PyTuple>) -> PyResult<()> {
+    let Some(func) = ffi::as_function(func) else {
+        return Err(PyTypeError::new_err(format!(
+            "expected a function, got {}",
+            func.get_type().name()?
+        )));
+    };
+    set_state(func, state)
+}
+
+fn set_state(func: &Bound<'_, PyFunction>, state: &Bound<'_, PyTuple>) -> PyResult<()> {
+    use function_state as at;
+    let py = func.py();
+    let len = state.len();
+    if len > at::LEN || len == at::DOC {
+        return Err(PyValueError::new_err(format!(
+            "function state must have at most {} items, or {}; got {len}",
+            at::MODULE,
+            at::LEN
+        )));
+    }
+    let none = py.None().into_bound(py);
+    let item = |i: usize| -> PyResult<Bound<'_, PyAny>> {
+        if i < len {
+            state.get_item(i)
+        } else {
+            Ok(none.clone())
+        }
+    };
+    let referenced = item(at::GLOBALS)?;
+    if !referenced.is_none() {
+        ffi::function_globals(func).update(referenced.cast::<PyDict>()?.as_mapping())?;
+    }
+    ffi::set_function_defaults(func, &item(at::DEFAULTS)?, false)?;
+    ffi::set_function_defaults(func, &item(at::KWDEFAULTS)?, true)?;
+    set_annotations(func, &item(at::ANNOTATIONS)?, &item(at::ANNOTATE)?)?;
+    let attributes = item(at::DICT)?;
+    if !attributes.is_none() {
+        let attributes = attributes.cast::<PyDict>()?;
+        func.getattr(intern!(py, "__dict__"))?
+            .cast::<PyDict>()?
+            .update(attributes.as_mapping())?;
+    }
+    // The submodules did their work when they were loaded: importing them.
+    let type_params = item(at::TYPE_PARAMS)?;
+    if !type_params.is_none() {
+        func.setattr(intern!(py, "__type_params__"), type_params)?;
+    }
+    if len == at::LEN {
+        func.setattr(intern!(py, "__module__"), item(at::MODULE)?)?;
+        func.setattr(intern!(py, "__doc__"), item(at::DOC)?)?;
+    }
+    Ok(())
+}
+
+/// `__annotations__` and, from 3.14, `__annotate__`, as the sender stored them.
+fn set_annotations(
+    func: &Bound<'_, PyFunction>,
+    annotations: &Bound<'_, PyAny>,
+    annotate: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = func.py();
+    if annotate.is_none() {
+        if !annotations.is_none() {
+            func.setattr(intern!(py, "__annotations__"), annotations)?;
+        }
+        return Ok(());
+    }
+    #[cfg(Py_3_14)]
+    {
+        let annotations = (!annotations.is_none())
+            .then(|| annotations.cast::<PyDict>())
+            .transpose()?;
+        ffi::set_function_annotate(func, annotate, annotations)
+    }
+    #[cfg(not(Py_3_14))]
+    Err(PyValueError::new_err(
+        "this function state holds __annotate__, which functions have only from CPython 3.14",
+    ))
 }

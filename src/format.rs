@@ -1,0 +1,49 @@
+//! Wire layouts: which position of a reconstructor's arguments, or of a
+//! state tuple, holds what. Each kind declares its layouts at its top with
+//! [`layout!`]; they are exported to Python as `_native.FORMAT` so that the
+//! inspector, the compat writer and the diagnostics index by name.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyModule, PyTuple};
+
+/// Declares a layout: a module of position constants, `LEN` and `FIELD_NAMES`.
+#[macro_export]
+macro_rules! layout {
+    ($(#[$doc:meta])* $vis:vis mod $module:ident { $($(#[$fdoc:meta])* $field:ident = $name:literal,)* }) => {
+        $(#[$doc])*
+        $vis mod $module {
+            #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+            enum Position { $($field,)* Len }
+            $($(#[$fdoc])* #[allow(dead_code)] pub const $field: usize = Position::$field as usize;)*
+            /// How many fields.
+            #[allow(dead_code)]
+            pub const LEN: usize = Position::Len as usize;
+            /// The fields' names by position (exported in `_native.FORMAT`).
+            pub const FIELD_NAMES: [&str; LEN] = [$($name,)*];
+        }
+    };
+}
+
+/// Adds `FORMAT`, an empty dict the kinds fill with [`export`], to the module.
+pub fn start(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("FORMAT", PyDict::new(m.py()))
+}
+
+/// `_native.FORMAT[name] = fields`.
+pub fn export(m: &Bound<'_, PyModule>, name: &str, fields: &[&str]) -> PyResult<()> {
+    let format = m.getattr("FORMAT")?.cast_into::<PyDict>()?;
+    format.set_item(name, PyTuple::new(m.py(), fields)?)
+}
+
+/// The tuple of a layout's `fields`, a field left unset written as None.
+pub fn tuple<'py, const N: usize>(
+    py: Python<'py>,
+    fields: [Option<Bound<'py, PyAny>>; N],
+) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(
+        py,
+        fields
+            .into_iter()
+            .map(|field| field.unwrap_or_else(|| py.None().into_bound(py))),
+    )
+}

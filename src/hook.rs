@@ -1,0 +1,296 @@
+//! `Pickler.reducer_override(obj)`: called by the C pickler for every object
+//! it does not write by itself (not for int, str, list, dict, ...). Which
+//! kind's reducer an object goes to is decided from its type: by exact type
+//! in [`BY_EXACT_TYPE`], one row per kind, then by the few tests of
+//! [`reducer_for`]. A reducer returns a reduce value, or `NotImplemented`
+//! to let the C pickler go on as it would without the hook.
+
+use ahash::AHashMap;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
+
+use crate::ffi::{self, MemberOffset};
+use crate::kinds::{class, code, exception, function, misc, module, stdlib, typevar};
+use crate::reconstructors;
+use crate::support::reduce::not_implemented;
+use crate::support::{lookup, statics};
+
+/// A kind's reducer: `(pickler, obj) -> reduce value or NotImplemented`.
+pub type Reducer =
+    for<'py> fn(&Bound<'py, PyAny>, &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>;
+
+/// Where the classes of a kind decided by exact type are found.
+enum Classes {
+    /// `module.name` for each pair (a class missing from this version is skipped).
+    Attrs(&'static [(&'static str, &'static str)]),
+    /// The key, value and item views of dict and of OrderedDict.
+    DictViews,
+    /// The type of builtin functions (our reconstructors among them).
+    BuiltinFunction,
+}
+
+/// The kinds decided by exact type, one row per kind.
+const BY_EXACT_TYPE: &[(Classes, Reducer)] = &[
+    (Classes::Attrs(&[("types", "CodeType")]), |_, obj| {
+        code::reduce_code(obj)
+    }),
+    (Classes::Attrs(&[("types", "CellType")]), |_, obj| {
+        misc::reduce_cell(obj)
+    }),
+    (Classes::Attrs(&[("types", "MethodType")]), |_, obj| {
+        misc::reduce_method(obj)
+    }),
+    (
+        Classes::Attrs(&[
+            ("builtins", "classmethod"),
+            ("builtins", "staticmethod"),
+            ("abc", "abstractclassmethod"),
+            ("abc", "abstractstaticmethod"),
+        ]),
+        |_, obj| misc::reduce_function_wrapper(obj),
+    ),
+    (
+        Classes::Attrs(&[("builtins", "property"), ("abc", "abstractproperty")]),
+        |_, obj| misc::reduce_property(obj),
+    ),
+    (
+        Classes::Attrs(&[
+            ("typing", "TypeVar"),
+            ("typing", "ParamSpec"),
+            ("typing", "TypeVarTuple"),
+        ]),
+        |_, obj| typevar::reduce_type_parameter(obj),
+    ),
+    (
+        Classes::Attrs(&[("types", "GetSetDescriptorType")]),
+        |_, obj| misc::reduce_getset_descriptor(obj),
+    ),
+    (
+        Classes::Attrs(&[("types", "MappingProxyType")]),
+        |_, obj| misc::reduce_mappingproxy(obj),
+    ),
+    (Classes::Attrs(&[("builtins", "memoryview")]), |_, obj| {
+        misc::reduce_memoryview(obj)
+    }),
+    (Classes::Attrs(&[("weakref", "WeakSet")]), |_, obj| {
+        misc::reduce_weakset(obj)
+    }),
+    (Classes::Attrs(&[("logging", "Logger")]), |_, obj| {
+        misc::reduce_logger(obj, false)
+    }),
+    (Classes::Attrs(&[("logging", "RootLogger")]), |_, obj| {
+        misc::reduce_logger(obj, true)
+    }),
+    (Classes::DictViews, |_, obj| misc::reduce_dict_view(obj)),
+    (
+        Classes::Attrs(&[("dataclasses", "_FIELD_BASE")]),
+        |_, obj| misc::reduce_dataclass_field_type(obj),
+    ),
+    (
+        Classes::Attrs(&[
+            ("dataclasses", "_MISSING_TYPE"),
+            ("dataclasses", "_KW_ONLY_TYPE"),
+        ]),
+        |_, obj| misc::reduce_dataclass_singleton(obj),
+    ),
+    (Classes::Attrs(&[("io", "TextIOWrapper")]), |_, obj| {
+        misc::reduce_text_file(obj)
+    }),
+    (
+        Classes::Attrs(&[("functools", "_lru_cache_wrapper")]),
+        |_, obj| stdlib::reduce_lru_cache(obj),
+    ),
+    (
+        Classes::Attrs(&[("functools", "cached_property")]),
+        |_, obj| stdlib::reduce_cached_property(obj),
+    ),
+    (
+        Classes::Attrs(&[("functools", "singledispatchmethod")]),
+        |_, obj| stdlib::reduce_singledispatchmethod(obj),
+    ),
+    (Classes::Attrs(&[("typing", "NewType")]), |_, obj| {
+        stdlib::reduce_new_type(obj)
+    }),
+    (
+        Classes::Attrs(&[("contextvars", "ContextVar")]),
+        |_, obj| stdlib::reduce_context_var(obj),
+    ),
+    (
+        Classes::Attrs(&[
+            ("weakref", "WeakValueDictionary"),
+            ("weakref", "WeakKeyDictionary"),
+        ]),
+        |_, obj| stdlib::reduce_weak_dictionary(obj),
+    ),
+    (Classes::Attrs(&[("types", "TracebackType")]), |_, obj| {
+        exception::reduce_traceback(obj)
+    }),
+    (Classes::BuiltinFunction, |_, obj| {
+        reconstructors::reduce_reconstructor(obj)
+    }),
+];
+
+struct Hook {
+    /// Exact type address -> reducer, from [`BY_EXACT_TYPE`].
+    by_exact_type: AHashMap<usize, Reducer>,
+    /// The classes `by_exact_type` points into, kept alive.
+    _classes: Vec<Py<PyAny>>,
+    /// Where a pickler instance keeps the C pickler's `dispatch_table`.
+    dispatch_table: MemberOffset,
+    /// `Pickler.dispatch_table`'s own entries (usually none), consulted here
+    /// rather than through the C pickler's slot (see `pickler`).
+    user_table: Py<PyDict>,
+}
+
+static HOOK: PyOnceLock<Hook> = PyOnceLock::new();
+
+/// Builds the type table; `pickler` calls it when it makes the Pickler class.
+pub fn init(py: Python<'_>, dispatch_table: MemberOffset, user_table: Py<PyDict>) -> PyResult<()> {
+    let mut by_exact_type = AHashMap::new();
+    let mut classes = Vec::new();
+    for (source, reducer) in BY_EXACT_TYPE {
+        for cls in classes_of(py, source)? {
+            by_exact_type.insert(cls.as_ptr() as usize, *reducer);
+            classes.push(cls.unbind());
+        }
+    }
+    let hook = Hook {
+        by_exact_type,
+        _classes: classes,
+        dispatch_table,
+        user_table,
+    };
+    // A second import of the module keeps the first table.
+    let _ = HOOK.set(py, hook);
+    Ok(())
+}
+
+fn classes_of<'py>(py: Python<'py>, source: &Classes) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    Ok(match source {
+        Classes::Attrs(names) => {
+            let mut found = Vec::new();
+            for (module, name) in *names {
+                let module = py.import(*module)?.into_any();
+                if let Some(cls) = lookup::getattr_opt(&module, &PyString::new(py, name))? {
+                    found.push(cls);
+                }
+            }
+            found
+        }
+        Classes::DictViews => misc::dict_view_classes(py)?
+            .iter()
+            .map(|(_, cls)| cls.bind(py).clone())
+            .collect(),
+        Classes::BuiltinFunction => {
+            vec![py.import("builtins")?.getattr("len")?.get_type().into_any()]
+        }
+    })
+}
+
+fn hook(py: Python<'_>) -> PyResult<&Hook> {
+    HOOK.get(py).ok_or_else(|| {
+        pyo3::exceptions::PySystemError::new_err("cloudpickle_rs's Pickler is not initialised")
+    })
+}
+
+/// The reducer for `obj`, or None for an object the hook leaves to the C
+/// pickler unless it is an instance of a class pickled by value.
+#[inline]
+fn reducer_for(obj: &Bound<'_, PyAny>, hook: &Hook) -> PyResult<Option<Reducer>> {
+    let py = obj.py();
+    if ffi::as_function(obj).is_some() {
+        return Ok(Some(function::reduce_function));
+    }
+    if obj.is_instance_of::<PyType>() {
+        return Ok(Some(|_, obj| class::reduce_class(obj)));
+    }
+    let tp = obj.get_type();
+    if let Some(reducer) = hook.by_exact_type.get(&(tp.as_ptr() as usize)) {
+        return Ok(Some(*reducer));
+    }
+    if obj.is_instance_of::<pyo3::types::PyModule>() {
+        return Ok(Some(|_, obj| module::reduce_module(obj)));
+    }
+    if obj.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+        return Ok(Some(|_, obj| exception::reduce_exception(obj)));
+    }
+    // Such as the sys.stdout of pytest's output capture (io.TextIOWrapper
+    // itself is in the table).
+    if ffi::is_heap_type(&tp) && tp.is_subclass(statics::text_io_wrapper(py)?)? {
+        return Ok(Some(|_, obj| misc::reduce_standard_stream(obj)));
+    }
+    // Only an enum's class has a metaclass of its own (EnumType): one
+    // pointer comparison for every other object.
+    if !tp.get_type().is(py.get_type::<PyType>()) && tp.is_subclass(statics::enum_class(py)?)? {
+        return Ok(Some(|_, obj| class::reduce_enum_member(obj)));
+    }
+    Ok(None)
+}
+
+/// Exactly a tuple, list, dict, set or frozenset: the containers the hook
+/// is called for most.
+#[inline]
+fn is_plain_container(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_exact_instance_of::<PyTuple>()
+        || obj.is_exact_instance_of::<PyDict>()
+        || obj.is_exact_instance_of::<PyList>()
+        || obj.is_exact_instance_of::<PySet>()
+        || obj.is_exact_instance_of::<PyFrozenSet>()
+}
+
+/// `Pickler.reducer_override(obj)`.
+pub fn reducer_override<'py>(
+    pickler: &Bound<'py, PyAny>,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    if is_plain_container(obj) {
+        // The C pickler writes these itself and never consults a dispatch
+        // table for them; upstream's hook leaves them alone too.
+        return Ok(not_implemented(py));
+    }
+    let hook = hook(py)?;
+    let reducer = reducer_for(obj, hook)?;
+    if let Some(table) = hook.dispatch_table.read(pickler) {
+        // The C pickler consults this table itself for what we return NotImplemented for.
+        if reducer.is_none() {
+            return Ok(not_implemented(py));
+        }
+        if let Some(reduce) = lookup::mapping_get(&table, obj.get_type().as_any())? {
+            return reduce.call1((obj,));
+        }
+    } else {
+        let user_table = hook.user_table.bind(py);
+        if !user_table.is_empty() {
+            if let Some(reduce) = user_table.get_item(obj.get_type())? {
+                return reduce.call1((obj,));
+            }
+        }
+    }
+    match reducer {
+        Some(reduce) => reduce(pickler, obj),
+        None => {
+            let protocol = || protocol_of(pickler);
+            Ok(class::reduce_instance_of_dynamic_class(obj, protocol)?
+                .unwrap_or_else(|| not_implemented(py)))
+        }
+    }
+}
+
+/// Where `__init__` keeps the protocol (the C pickler's own field is not
+/// readable), in the pickler's `__dict__`.
+pub const PROTOCOL_ATTRIBUTE: &str = "_cloudpickle_rs_protocol";
+
+/// The protocol a pickler writes, when our `__init__` recorded it.
+fn protocol_of(pickler: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    let py = pickler.py();
+    let dict = ffi::instance_dict(pickler)?;
+    match dict.get_item(intern!(py, PROTOCOL_ATTRIBUTE))? {
+        Some(protocol) if protocol.is_exact_instance_of::<pyo3::types::PyInt>() => {
+            Ok(Some(protocol.extract()?))
+        }
+        _ => Ok(None),
+    }
+}
