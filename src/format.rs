@@ -47,3 +47,21 @@ pub fn tuple<'py, const N: usize>(
             .map(|field| field.unwrap_or_else(|| py.None().into_bound(py))),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    crate::layout! {
+        mod sample {
+            FIRST = "first",
+            SECOND = "second",
+            THIRD = "third",
+        }
+    }
+
+    #[test]
+    fn positions_follow_declaration_order_and_names_match_them() {
+        assert_eq!((sample::FIRST, sample::SECOND, sample::THIRD), (0, 1, 2));
+        assert_eq!(sample::LEN, 3);
+        assert_eq!(sample::FIELD_NAMES[sample::SECOND], "second");
+    }
+}

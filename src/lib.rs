@@ -63,6 +63,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "VENDORED_CLOUDPICKLE",
         pyo3::types::PyTuple::new(py, support::tracker::VENDORED_CLOUDPICKLE)?,
     )?;
-    m.add("PYTHON_VERSION", kinds::code::python_version(py))?;
+    m.add("PYTHON_VERSION", kinds::code::python_version(py)?)?;
     Ok(())
 }

@@ -119,10 +119,10 @@ fn pickler_init<'py>(
         ],
     )?;
     ffi::call_base_init(st.base.bind(py), pickler, &base_args)?;
-    let written: i64 = match base_args.get_item(1)?.extract::<i64>() {
-        Ok(p) if p < 0 => st.highest_protocol.bind(py).extract()?,
-        Ok(p) => p,
-        Err(_) => 0,
+    // The base accepted the protocol: an int from -1 to the highest.
+    let written = match base_args.get_item(1)?.extract::<i64>()? {
+        p if p < 0 => st.highest_protocol.bind(py).extract()?,
+        p => p,
     };
     ffi::instance_dict(pickler)?.set_item(intern!(py, PROTOCOL_ATTRIBUTE), written)?;
     // The base copied the class-level default table into the slot: empty the
@@ -335,4 +335,45 @@ fn add_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
     ffi::add_meth_o::<ReducerOverride>(cls)?;
     ffi::add_meth_o::<Dump>(cls)?;
     ffi::add_meth_varargs::<Init>(cls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_init_args;
+    use pyo3::prelude::*;
+    use pyo3::types::{IntoPyDict, PyDict, PyTuple};
+
+    fn bound(args: &[i64], kwargs: &[(&str, i64)]) -> PyResult<[Option<i64>; 4]> {
+        Python::attach(|py| {
+            let args = PyTuple::new(py, args)?;
+            let kwargs = kwargs.iter().copied().into_py_dict(py)?;
+            let kwargs: Option<&Bound<'_, PyDict>> = (!kwargs.is_empty()).then_some(&kwargs);
+            let slots = bind_init_args(&args, kwargs)?;
+            Ok(slots.map(|slot| slot.map(|value| value.extract().unwrap_or(-1))))
+        })
+    }
+
+    #[test]
+    fn positional_and_keyword_arguments_fill_their_parameters() {
+        assert_eq!(bound(&[1], &[]).unwrap(), [Some(1), None, None, None]);
+        assert_eq!(bound(&[1, 5], &[]).unwrap(), [Some(1), Some(5), None, None]);
+        assert_eq!(
+            bound(&[1], &[("buffer_callback", 7), ("compat", 0)]).unwrap(),
+            [Some(1), None, Some(7), Some(0)]
+        );
+        assert_eq!(bound(&[], &[("file", 1)]).unwrap(), [Some(1), None, None, None]);
+    }
+
+    #[test]
+    fn wrong_arguments_raise_type_error() {
+        Python::attach(|py| {
+            let type_error = |result: PyResult<[Option<i64>; 4]>| {
+                result.is_err_and(|e| e.is_instance_of::<pyo3::exceptions::PyTypeError>(py))
+            };
+            assert!(type_error(bound(&[], &[])), "file is required");
+            assert!(type_error(bound(&[1, 2, 3, 4], &[])), "too many positional");
+            assert!(type_error(bound(&[1], &[("file", 2)])), "file given twice");
+            assert!(type_error(bound(&[1], &[("fix_imports", 1)])), "unknown keyword");
+        });
+    }
 }

@@ -278,11 +278,11 @@ pub fn heap_type_dict<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyDict
 /// `vars(cls).get("__module__")` for a heap type, read from its dict
 /// without an attribute lookup (which costs a descriptor call per object on
 /// the hook's path for instances).
-pub fn heap_type_module<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyAny>> {
-    let dict = heap_type_dict(cls)?;
-    dict.get_item(pyo3::intern!(cls.py(), "__module__"))
-        .ok()
-        .flatten()
+pub fn heap_type_module<'py>(cls: &Bound<'py, PyType>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match heap_type_dict(cls) {
+        Some(dict) => dict.get_item(pyo3::intern!(cls.py(), "__module__")),
+        None => Ok(None),
+    }
 }
 
 /// A heap type's `__qualname__`, read from the type object (no lookup).

@@ -146,18 +146,19 @@ fn reduce_dynamic_class<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, Py
     use class_args as arg;
     let py = cls.py();
     let own = cls.getattr(intern!(py, "__dict__"))?;
+    let own_item = |name: &str| lookup::mapping_get(&own, &PyString::new(py, name));
     let namespace = PyDict::new(py);
-    if let Ok(module) = own.get_item("__module__") {
+    if let Some(module) = own_item("__module__")? {
         namespace.set_item(name!(py, "__module__")?, names::canonical(module)?)?;
     }
     namespace.set_item(
         name!(py, "__qualname__")?,
         names::canonical(cls.getattr(intern!(py, "__qualname__"))?)?,
     )?;
-    if let Ok(slots) = own.get_item("__slots__") {
+    if let Some(slots) = own_item("__slots__")? {
         namespace.set_item(name!(py, "__slots__")?, slots)?;
     }
-    if let Ok(dict_property) = own.get_item("__dict__") {
+    if let Some(dict_property) = own_item("__dict__")? {
         if dict_property.is_instance(statics::property_type(py)?)? {
             namespace.set_item(name!(py, "__dict__")?, dict_property)?;
         }
@@ -217,9 +218,9 @@ fn tracked<'py, const N: usize>(
 fn bases_of<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let own = cls.getattr(intern!(py, "__dict__"))?;
-    match own.get_item("__orig_bases__") {
-        Ok(bases) => Ok(bases),
-        Err(_) => cls.getattr(intern!(py, "__bases__")),
+    match lookup::mapping_get(&own, intern!(py, "__orig_bases__"))? {
+        Some(bases) => Ok(bases),
+        None => cls.getattr(intern!(py, "__bases__")),
     }
 }
 
@@ -274,7 +275,7 @@ fn name_like_canonical(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
 /// its module does not hold under its name goes by value too, but telling
 /// needs a lookup in that module for every instance of every class.
 fn surely_by_value(cls: &Bound<'_, PyType>) -> PyResult<bool> {
-    let Some(module) = ffi::heap_type_module(cls) else {
+    let Some(module) = ffi::heap_type_module(cls)? else {
         return Ok(false);
     };
     let by_value_module = module.cast::<PyString>().is_ok_and(|m| {
@@ -402,13 +403,8 @@ fn class_state<'py>(cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, B
         for weak in weak_refs.try_iter()? {
             let subclass = weak?.call0()?;
             if !subclass.is_none() {
-                subclasses.push((
-                    subclass
-                        .getattr("__qualname__")
-                        .map(|q| q.to_string())
-                        .unwrap_or_default(),
-                    subclass,
-                ));
+                let qualname = subclass.getattr(intern!(py, "__qualname__"))?.to_string();
+                subclasses.push((qualname, subclass));
             }
         }
         if !subclasses.is_empty() {
@@ -680,7 +676,7 @@ pub fn create_class<'py>(
         {
             let without_slots = namespace.copy()?;
             without_slots.del_item(intern!(py, "__slots__"))?;
-            create(&without_slots).map_err(|_| e)
+            create(&without_slots).inspect_err(|second| second.set_cause(py, Some(e)))
         }
         Err(e) => Err(e),
     }
@@ -706,10 +702,11 @@ pub fn make_enum<'py>(
             .checked_sub(1)
             .ok_or_else(|| PyValueError::new_err("an enum needs a base"))?,
     )?;
-    if !last.cast::<PyType>().is_ok_and(|b| {
-        b.is_subclass(statics::enum_class(py).expect("enum"))
-            .unwrap_or(false)
-    }) {
+    let is_enum = match last.cast::<PyType>() {
+        Ok(base) => base.is_subclass(statics::enum_class(py)?)?,
+        Err(_) => false,
+    };
+    if !is_enum {
         return Err(PyTypeError::new_err(
             "an enum's last base must be an Enum class",
         ));

@@ -18,7 +18,7 @@ use crate::format;
 use crate::layout;
 use crate::reconstructors::{self, Reconstructor};
 use crate::support::weakmap::WeakMap;
-use crate::support::{names, statics};
+use crate::support::{lookup, names, statics};
 
 layout! {
     /// `make_code`'s arguments.
@@ -120,16 +120,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// The CPython minor version code objects are tied to, written into every
 /// pickled code object so that a mismatch is reported by name on load.
-pub fn python_version(py: Python<'_>) -> &Bound<'_, PyTuple> {
+pub fn python_version(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
     static VERSION: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     VERSION
-        .get_or_init(py, || {
+        .get_or_try_init(py, || {
             let v = py.version_info();
-            PyTuple::new(py, [v.major, v.minor])
-                .expect("small tuple")
-                .unbind()
+            PyTuple::new(py, [v.major, v.minor]).map(Bound::unbind)
         })
-        .bind(py)
+        .map(|version| version.bind(py))
 }
 
 /// The opcodes that name globals or read the class namespace; None where the
@@ -286,16 +284,13 @@ fn walk_class_namespace_reads<'py>(
     let (bytecode, names) = bytecode_and_names(code)?;
     for (op, arg) in instructions(bytecode.as_bytes(), ops.extended_arg) {
         let name = if Some(op) == ops.load_from_dict_or_globals {
-            names.get_item(arg).ok()
+            names.get_item(arg)?
         } else if Some(op) == ops.load_from_dict_or_deref {
-            code.call_method1(intern!(py, "_varname_from_oparg"), (arg,))
-                .ok()
+            code.call_method1(intern!(py, "_varname_from_oparg"), (arg,))?
         } else {
             continue;
         };
-        if let Some(name) = name {
-            out.push(name.cast_into::<PyString>()?)?;
-        }
+        out.push(name.cast_into::<PyString>()?)?;
     }
     for constant in nested_codes(code)? {
         walk_class_namespace_reads(&constant, out)?;
@@ -317,9 +312,13 @@ pub fn class_namespace_reads<'py>(
             let freevars = code
                 .getattr(intern!(py, "co_freevars"))?
                 .cast_into::<PyTuple>()?;
-            let index = freevars
-                .iter()
-                .position(|name| name.eq(intern!(py, "__classdict__")).unwrap_or(false));
+            let mut index = None;
+            for (i, name) in freevars.iter().enumerate() {
+                if name.eq(intern!(py, "__classdict__"))? {
+                    index = Some(i);
+                    break;
+                }
+            }
             let found = match index {
                 Some(index) => {
                     let mut names = UniqueNames::new(py)?;
@@ -550,7 +549,7 @@ pub fn reduce_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
         return Ok(reduced);
     }
     let mut args: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
-    args[at::VERSION] = Some(python_version(py).as_any().clone());
+    args[at::VERSION] = Some(python_version(py)?.as_any().clone());
     args[at::FIELDS] = Some(code_fields_of(code)?.into_any());
     let reduced = reconstructors::reduce_to(Reconstructor::MakeCode, format::tuple(py, args)?)?;
     remember(code, Derived::Reduction, &reduced)?;
@@ -564,7 +563,7 @@ pub fn make_code<'py>(
     args: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = args.py();
-    let here = python_version(py);
+    let here = python_version(py)?;
     if !version.eq(here)? {
         return Err(statics::UnpicklingError::new_err(format!(
             "this pickle holds Python code compiled by CPython {}; it cannot be loaded by CPython {}.{}: \
@@ -596,10 +595,12 @@ fn opcode_table(py: Python<'_>) -> PyResult<&'static OpcodeTable> {
     TABLE.get_or_try_init(py, || {
         let opcode = py.import("opcode")?;
         let opmap = statics::opmap(py)?;
-        let first_instrumented: usize = match opcode.getattr("MIN_INSTRUMENTED_OPCODE") {
-            Ok(value) => value.extract()?,
-            Err(_) => 256,
-        };
+        let opcode_module = opcode.clone().into_any();
+        let first_instrumented: usize =
+            match lookup::getattr_opt(&opcode_module, intern!(py, "MIN_INSTRUMENTED_OPCODE"))? {
+                Some(value) => value.extract()?,
+                None => 256,
+            };
         let mut table = OpcodeTable {
             base: [false; 256],
             caches: [0; 256],
@@ -612,19 +613,17 @@ fn opcode_table(py: Python<'_>) -> PyResult<&'static OpcodeTable> {
         }
         // A list indexed by opcode up to 3.12, a mapping keyed by name from
         // 3.13 (a dict, then a frozendict from 3.15).
-        if let Ok(entries) = opcode.getattr("_inline_cache_entries") {
+        if let Some(entries) =
+            lookup::getattr_opt(&opcode_module, intern!(py, "_inline_cache_entries"))?
+        {
             if entries.is_instance_of::<PyList>() {
                 for (value, count) in entries.try_iter()?.enumerate().take(256) {
                     table.caches[value] = count?.extract()?;
                 }
             } else {
                 for (name, count) in mapping_items(&entries)? {
-                    if let Some(value) = opmap
-                        .get_item(&name)
-                        .ok()
-                        .and_then(|v| v.extract::<usize>().ok())
-                    {
-                        table.caches[value] = count.extract()?;
+                    if let Some(value) = lookup::mapping_get(opmap, &name)? {
+                        table.caches[value.extract::<usize>()?] = count.extract()?;
                     }
                 }
             }
@@ -681,5 +680,40 @@ fn describe_version(version: &Bound<'_, PyAny>) -> String {
     match version.extract::<(u8, u8)>() {
         Ok((major, minor)) => format!("{major}.{minor}"),
         Err(_) => format!("{version}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_bytecode, OpcodeTable};
+
+    /// Opcode 1 takes one inline cache unit, opcode 2 none; 3 is unknown.
+    fn table() -> OpcodeTable {
+        let mut table = OpcodeTable {
+            base: [false; 256],
+            caches: [0; 256],
+        };
+        table.base[1] = true;
+        table.base[2] = true;
+        table.caches[1] = 1;
+        table
+    }
+
+    #[test]
+    fn bytecode_a_compiler_could_write_passes() {
+        assert!(check_bytecode(&[], &table()).is_ok());
+        assert!(check_bytecode(&[2, 7, 1, 0, 0, 0, 2, 0], &table()).is_ok());
+    }
+
+    #[test]
+    fn unknown_opcodes_and_odd_lengths_are_refused() {
+        assert!(check_bytecode(&[3, 0], &table()).is_err());
+        assert!(check_bytecode(&[2, 0, 2], &table()).is_err());
+    }
+
+    #[test]
+    fn caches_past_the_end_or_not_zero_are_refused() {
+        assert!(check_bytecode(&[2, 0, 1, 0], &table()).is_err());
+        assert!(check_bytecode(&[1, 0, 9, 0], &table()).is_err());
     }
 }

@@ -227,8 +227,7 @@ pub fn make_traceback<'py>(frames: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, 
             .get_item(2)?
             .cast_into_exact::<PyInt>()
             .map_err(|_| bad())?
-            .extract()
-            .map_err(|_| bad())?;
+            .extract()?;
         if lineno < 0 {
             return Err(bad());
         }

@@ -386,7 +386,9 @@ fn imported_submodules<'py>(
     let mut consider = |value: Bound<'py, PyAny>| -> PyResult<()> {
         if value.is_instance_of::<PyModule>()
             && lookup::getattr_opt(&value, intern!(py, "__package__"))?
-                .is_some_and(|p| p.is_truthy().unwrap_or(false))
+                .map(|p| p.is_truthy())
+                .transpose()?
+                .unwrap_or(false)
         {
             packages.push(value.getattr(intern!(py, "__name__"))?.str()?.to_string());
         }

@@ -260,7 +260,10 @@ pub fn reduce_dataclass_singleton<'py>(
     let py = singleton.py();
     let dataclasses = py.import("dataclasses")?;
     for name in ["MISSING", "KW_ONLY"] {
-        if dataclasses.getattr(name).is_ok_and(|s| s.is(singleton)) {
+        let dataclasses_module = dataclasses.clone().into_any();
+        if lookup::getattr_opt(&dataclasses_module, &PyString::new(py, name))?
+            .is_some_and(|s| s.is(singleton))
+        {
             return reduce_to_getattr(dataclasses.into_any(), PyString::new(py, name).into_any());
         }
     }
@@ -310,10 +313,7 @@ pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     if file.getattr(intern!(py, "closed"))?.is_truthy()? {
         return fail("Cannot pickle closed files".into());
     }
-    if file
-        .call_method0(intern!(py, "isatty"))
-        .is_ok_and(|t| t.is_truthy().unwrap_or(false))
-    {
+    if file.call_method0(intern!(py, "isatty"))?.is_truthy()? {
         return fail("Cannot pickle files that map to tty objects".into());
     }
     let mode_text = mode.str()?.to_string();
@@ -387,14 +387,13 @@ pub fn class_dict_item<'py>(
     owner: &Bound<'py, PyType>,
     name: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let found = owner
-        .getattr(intern!(owner.py(), "__dict__"))?
-        .cast_into::<pyo3::types::PyMapping>()?
-        .get_item(name);
-    found.map_err(|_| {
+    let namespace = owner.getattr(intern!(owner.py(), "__dict__"))?;
+    lookup::mapping_get(&namespace, name)?.ok_or_else(|| {
         PyValueError::new_err(format!(
             "{} has no attribute {name} of its own",
-            owner.name().map(|n| n.to_string()).unwrap_or_default()
+            owner
+                .name()
+                .map_or_else(|_| "the class".to_owned(), |n| n.to_string())
         ))
     })
 }

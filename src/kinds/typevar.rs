@@ -60,7 +60,9 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
     let kwargs = PyDict::new(py);
     for flag in ["__covariant__", "__contravariant__", "__infer_variance__"] {
         if lookup::getattr_opt(param, &PyString::new(py, flag))?
-            .is_some_and(|v| v.is_truthy().unwrap_or(false))
+            .map(|v| v.is_truthy())
+            .transpose()?
+            .unwrap_or(false)
         {
             kwargs.set_item(flag.trim_matches('_'), true)?;
         }

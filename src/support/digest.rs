@@ -138,12 +138,18 @@ impl DigestSink {
                 .cast_into()?,
         };
         let mut state = self.state.lock();
-        for &byte in bytes.as_bytes() {
-            *state ^= u128::from(byte);
-            *state = state.wrapping_mul(FNV_PRIME);
-        }
+        *state = fnv1a(*state, bytes.as_bytes());
         Ok(bytes.as_bytes().len())
     }
+}
+
+/// FNV-1a: `state` moved on by `bytes`.
+fn fnv1a(mut state: u128, bytes: &[u8]) -> u128 {
+    for &byte in bytes {
+        state ^= u128::from(byte);
+        state = state.wrapping_mul(FNV_PRIME);
+    }
+    state
 }
 
 /// The Pickler class of this module (looked up, not named: the pickler
@@ -200,4 +206,26 @@ fn random_id(py: Python<'_>) -> PyResult<String> {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fnv1a, FNV_OFFSET};
+
+    #[test]
+    fn fnv1a_128_gives_the_published_test_vectors() {
+        assert_eq!(fnv1a(FNV_OFFSET, b""), FNV_OFFSET);
+        assert_eq!(
+            fnv1a(FNV_OFFSET, b"a"),
+            0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964
+        );
+    }
+
+    #[test]
+    fn a_digest_does_not_depend_on_how_the_bytes_are_split() {
+        let whole = fnv1a(FNV_OFFSET, b"cloudpickle-rs");
+        let split = fnv1a(fnv1a(FNV_OFFSET, b"cloud"), b"pickle-rs");
+        assert_eq!(whole, split);
+        assert_ne!(whole, fnv1a(FNV_OFFSET, b"cloudpickle-rt"));
+    }
 }

@@ -70,3 +70,36 @@ macro_rules! name {
         .map(|name| name.bind($py).clone())
     }};
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{canonical, is_name_like};
+    use pyo3::prelude::*;
+    use pyo3::types::PyString;
+
+    #[test]
+    fn identifier_like_strings_are_names() {
+        Python::attach(|py| {
+            for name in ["join", "arg_1", "_", "Point2D"] {
+                assert!(is_name_like(&PyString::new(py, name)), "{name}");
+            }
+            for text in ["a b", "x.y", "", "é"] {
+                assert_eq!(is_name_like(&PyString::new(py, text)), text.is_empty(), "{text}");
+            }
+        });
+    }
+
+    #[test]
+    fn equal_names_give_one_canonical_copy_that_no_data_holds() {
+        Python::attach(|py| -> PyResult<()> {
+            let data = PyString::new(py, "x").into_any();
+            let first = canonical(PyString::new(py, "x").into_any())?;
+            let second = canonical(data.clone())?;
+            assert!(first.is(&second));
+            assert!(!first.is(&data));
+            assert!(!first.is(&PyString::new(py, "x")), "not CPython's shared one-character str");
+            Ok(())
+        })
+        .unwrap();
+    }
+}

@@ -17,10 +17,14 @@ pub fn is_registered(module_name: &str) -> bool {
     if !ANY_REGISTERED.load(Ordering::Acquire) {
         return false;
     }
-    let guard = BY_VALUE.read();
-    let Some(names) = guard.as_ref() else {
-        return false;
-    };
+    BY_VALUE
+        .read()
+        .as_ref()
+        .is_some_and(|names| covers(names, module_name))
+}
+
+/// Whether `module_name` is one of `names` or inside a package among them.
+fn covers(names: &AHashSet<String>, module_name: &str) -> bool {
     let mut name = module_name;
     loop {
         if names.contains(name) {
@@ -87,5 +91,34 @@ pub fn list_registry_pickle_by_value(py: Python<'_>) -> PyResult<Bound<'_, PySet
     match guard.as_ref() {
         Some(names) => PySet::new(py, names.iter()),
         None => PySet::empty(py),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+    use ahash::AHashSet;
+
+    fn registered(names: &[&str]) -> AHashSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_registered_package_covers_its_submodules() {
+        let names = registered(&["pkg", "other.sub"]);
+        assert!(covers(&names, "pkg"));
+        assert!(covers(&names, "pkg.mod"));
+        assert!(covers(&names, "pkg.mod.deeper"));
+        assert!(covers(&names, "other.sub.x"));
+    }
+
+    #[test]
+    fn a_prefix_that_is_not_a_package_does_not_cover() {
+        let names = registered(&["pkg", "other.sub"]);
+        assert!(!covers(&names, "pkgs"));
+        assert!(!covers(&names, "pkg_extra.mod"));
+        assert!(!covers(&names, "other"));
+        assert!(!covers(&names, "other.subway"));
+        assert!(!covers(&registered(&[]), "pkg"));
     }
 }

@@ -176,3 +176,15 @@ fn share_with(upstream: &Bound<'_, PyAny>, obj: &Bound<'_, PyAny>, id: &str) -> 
     lock.call_method0("release")?;
     shared.map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::first_free_id;
+
+    #[test]
+    fn the_base_id_when_it_is_free_else_the_first_free_suffix() {
+        assert_eq!(first_free_id("abc", |_| false), "abc");
+        let taken = ["abc", "abc-2"];
+        assert_eq!(first_free_id("abc", |id| taken.contains(&id)), "abc-3");
+    }
+}

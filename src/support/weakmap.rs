@@ -121,3 +121,39 @@ impl<V> WeakMap<V> {
         removed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::WeakMap;
+    use pyo3::prelude::*;
+    use pyo3::types::PyWeakrefReference;
+
+    fn new_object(py: Python<'_>) -> Bound<'_, PyAny> {
+        py.eval(c"type('T', (), {})()", None, None).unwrap()
+    }
+
+    #[test]
+    fn a_value_belongs_to_its_object_only() {
+        Python::attach(|py| {
+            let mut map = WeakMap::default();
+            let (a, b) = (new_object(py), new_object(py));
+            let weak = PyWeakrefReference::new(&a).unwrap().unbind();
+            drop(map.insert(&a, weak, "a"));
+            assert_eq!(map.get(&a), Some(&"a"));
+            assert_eq!(map.get(&b), None);
+        });
+    }
+
+    #[test]
+    fn entries_of_dead_objects_go_once_the_map_grows() {
+        Python::attach(|py| {
+            let mut map = WeakMap::default();
+            for i in 0..2000 {
+                let obj = new_object(py);
+                let weak = PyWeakrefReference::new(&obj).unwrap().unbind();
+                drop(map.insert(&obj, weak, i));
+            }
+            assert!(map.len() < 1100, "{} entries left", map.len());
+        });
+    }
+}
