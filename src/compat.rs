@@ -245,7 +245,7 @@ pub fn class_setstate<'py>(
         py,
         [
             attributes.into_any(),
-            registry.map_or_else(|| py.None().into_bound(py), |r| r.into_any()),
+            registry.map_or_else(|| py.None().into_bound(py), pyo3::Bound::into_any),
         ],
     )?;
     class::class_setstate(cls, &ours)?;

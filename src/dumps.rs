@@ -52,7 +52,11 @@ pub fn dumps<'py>(
     buffer_callback: Option<Bound<'py, PyAny>>,
     compat: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if !compat && buffer_callback.as_ref().is_none_or(|b| b.is_none()) {
+    if !compat
+        && buffer_callback
+            .as_ref()
+            .is_none_or(pyo3::types::PyAnyMethods::is_none)
+    {
         if let Some(index) = reusable_index(py, protocol.as_ref())? {
             return dumps_reusing(py, obj, index);
         }
@@ -123,7 +127,7 @@ fn new_reusable_pickler(py: Python<'_>, index: usize) -> PyResult<ReusablePickle
 }
 
 /// `dumps` with the reusable pickler of protocol `index`: dump, join the
-/// chunks, then forget everything the dump left behind (memo, globals_ref).
+/// chunks, then forget everything the dump left behind (memo, `globals_ref`).
 fn dumps_reusing<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
@@ -184,7 +188,7 @@ mod tests {
     #[test]
     fn each_valid_protocol_has_its_own_slot() {
         for p in 0..=5 {
-            assert_eq!(slot_for(Some(p), 5), Some(p as usize));
+            assert_eq!(slot_for(Some(p), 5), usize::try_from(p).ok());
         }
     }
 

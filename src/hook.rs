@@ -269,13 +269,12 @@ pub fn reducer_override<'py>(
             }
         }
     }
-    match reducer {
-        Some(reduce) => reduce(pickler, obj),
-        None => {
-            let protocol = || protocol_of(pickler);
-            Ok(class::reduce_instance_of_dynamic_class(obj, protocol)?
-                .unwrap_or_else(|| not_implemented(py)))
-        }
+    if let Some(reduce) = reducer {
+        reduce(pickler, obj)
+    } else {
+        let protocol = || protocol_of(pickler);
+        Ok(class::reduce_instance_of_dynamic_class(obj, protocol)?
+            .unwrap_or_else(|| not_implemented(py)))
     }
 }
 

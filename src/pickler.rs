@@ -5,7 +5,7 @@
 //! `ChainMap(user_table, copyreg.dispatch_table)`, as in cloudpickle, but the
 //! C pickler's own `dispatch_table` slot is left empty for it: with the slot
 //! set, every ordinary object would pay a mapping lookup and a raised
-//! KeyError. The hook consults `user_table` (a plain dict, usually empty)
+//! `KeyError`. The hook consults `user_table` (a plain dict, usually empty)
 //! itself, and the C pickler reads `copyreg.dispatch_table` directly. A table
 //! assigned to an instance, or defined by a subclass, goes into the slot as
 //! usual and takes priority over everything this module reduces.
@@ -74,7 +74,10 @@ fn bind_init_args<'py>(
     for (slot, value) in bound.iter_mut().zip(args.iter()) {
         *slot = Some(value);
     }
-    for (key, value) in kwargs.into_iter().flat_map(|k| k.iter()) {
+    for (key, value) in kwargs
+        .into_iter()
+        .flat_map(pyo3::types::PyDictMethods::iter)
+    {
         let key = key.cast::<PyString>()?.to_str()?.to_owned();
         let Some(index) = INIT_PARAMS.iter().position(|p| *p == key) else {
             return Err(PyTypeError::new_err(format!(
@@ -216,6 +219,8 @@ impl ffi::MethVarargs for Init {
 #[pyclass(frozen, module = "cloudpickle_rs._native")]
 pub struct DispatchTableDescriptor;
 
+// The descriptor protocol's methods take `self`; the state is the class's.
+#[allow(clippy::unused_self)]
 #[pymethods]
 impl DispatchTableDescriptor {
     fn __get__<'py>(
@@ -254,7 +259,7 @@ A pickle.Pickler that also pickles lambdas, nested functions, and functions of\n
 __main__ or of modules registered by value, by value (as cloudpickle does).";
 
 /// Creates `class Pickler(_pickle.Pickler)` and attaches the native methods.
-pub fn create_pickler_class<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyType>> {
+pub fn create_pickler_class(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
     let base = statics::c_pickler(py)?.cast::<PyType>()?.clone();
     let dispatch_member = base.getattr("__dict__")?.get_item("dispatch_table")?;
     let dispatch_table = ffi::member_offset(&base, c"dispatch_table")?;
@@ -361,7 +366,10 @@ mod tests {
             bound(&[1], &[("buffer_callback", 7), ("compat", 0)]).unwrap(),
             [Some(1), None, Some(7), Some(0)]
         );
-        assert_eq!(bound(&[], &[("file", 1)]).unwrap(), [Some(1), None, None, None]);
+        assert_eq!(
+            bound(&[], &[("file", 1)]).unwrap(),
+            [Some(1), None, None, None]
+        );
     }
 
     #[test]
@@ -373,7 +381,10 @@ mod tests {
             assert!(type_error(bound(&[], &[])), "file is required");
             assert!(type_error(bound(&[1, 2, 3, 4], &[])), "too many positional");
             assert!(type_error(bound(&[1], &[("file", 2)])), "file given twice");
-            assert!(type_error(bound(&[1], &[("fix_imports", 1)])), "unknown keyword");
+            assert!(
+                type_error(bound(&[1], &[("fix_imports", 1)])),
+                "unknown keyword"
+            );
         });
     }
 }

@@ -162,9 +162,6 @@ pub fn reduce_reconstructor<'py>(function: &Bound<'py, PyAny>) -> PyResult<Bound
 }
 
 /// `(which, args)`: the object is `which(*args)` on load.
-pub fn reduce_to<'py>(
-    which: Reconstructor,
-    args: Bound<'py, PyTuple>,
-) -> PyResult<Bound<'py, PyAny>> {
+pub fn reduce_to(which: Reconstructor, args: Bound<'_, PyTuple>) -> PyResult<Bound<'_, PyAny>> {
     reduce(get(args.py(), which)?.clone(), args)
 }

@@ -72,15 +72,19 @@ impl MemberOffset {
     /// an instance of the type that declares it.
     #[inline]
     pub fn read<'py>(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-        let owner = self.owner.as_ptr() as *mut ffi::PyTypeObject;
+        let owner = self.owner.as_ptr().cast::<ffi::PyTypeObject>();
         // SAFETY: `obj` and `owner` are live objects; the check reads type data.
         if unsafe { ffi::PyObject_TypeCheck(obj.as_ptr(), owner) } == 0 {
             return None;
         }
         // SAFETY: `obj` is an instance of `owner` (checked), which declares an
         // object member at `offset`, so the slot holds a PyObject* or NULL.
+        // (The offset comes from CPython's member table: pointer-aligned.)
+        #[allow(clippy::cast_ptr_alignment)]
         unsafe {
-            let slot = (obj.as_ptr() as *const u8).offset(self.offset) as *const *mut ffi::PyObject;
+            let slot = (obj.as_ptr() as *const u8)
+                .offset(self.offset)
+                .cast::<*mut ffi::PyObject>();
             Bound::from_borrowed_ptr_or_opt(obj.py(), *slot)
         }
     }
@@ -88,7 +92,7 @@ impl MemberOffset {
 
 /// Runs `body` with the GIL-bound token, turning errors and panics into a set
 /// Python exception and a NULL return.
-#[inline(always)]
+#[inline]
 fn trampoline(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
     // SAFETY: only called from CPython method slots, which run attached to the interpreter.
     let py = unsafe { Python::assume_attached() };
@@ -105,14 +109,14 @@ fn trampoline(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> 
     }
 }
 
-/// A METH_O method of a class, in safe Rust (see [`add_meth_o`]).
+/// A `METH_O` method of a class, in safe Rust (see [`add_meth_o`]).
 pub trait MethO {
     const NAME: &'static CStr;
     const DOC: &'static CStr;
     fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>;
 }
 
-/// A METH_VARARGS | METH_KEYWORDS method, in safe Rust (see [`add_meth_varargs`]).
+/// A `METH_VARARGS` | `METH_KEYWORDS` method, in safe Rust (see [`add_meth_varargs`]).
 pub trait MethVarargs {
     const NAME: &'static CStr;
     const DOC: &'static CStr;
@@ -170,7 +174,7 @@ pub fn add_meth_o<M: MethO>(cls: &Bound<'_, PyType>) -> PyResult<()> {
     add_method(cls, M::NAME, M::DOC, meth, ffi::METH_O)
 }
 
-/// [`add_meth_o`] for a METH_VARARGS | METH_KEYWORDS method.
+/// [`add_meth_o`] for a `METH_VARARGS` | `METH_KEYWORDS` method.
 pub fn add_meth_varargs<M: MethVarargs>(cls: &Bound<'_, PyType>) -> PyResult<()> {
     let meth = ffi::PyMethodDefPointer {
         PyCFunctionWithKeywords: meth_varargs::<M>,
@@ -194,16 +198,16 @@ fn add_method(
     // CPython keeps a pointer to the PyMethodDef for the descriptor's whole
     // life: leak one small allocation per method (a handful, once per process).
     let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: name.as_ptr() as *const c_char,
+        ml_name: name.as_ptr().cast::<c_char>(),
         ml_meth,
         ml_flags,
-        ml_doc: doc.as_ptr() as *const c_char,
+        ml_doc: doc.as_ptr().cast::<c_char>(),
     }));
     // SAFETY: `cls` is a live type object and `def` is 'static.
     let descr = unsafe {
         Bound::from_owned_ptr_or_err(
             cls.py(),
-            ffi::PyDescr_NewMethod(cls.as_ptr() as *mut ffi::PyTypeObject, def),
+            ffi::PyDescr_NewMethod(cls.as_ptr().cast::<ffi::PyTypeObject>(), def),
         )?
     };
     let name = name
@@ -219,10 +223,10 @@ pub fn call_base_init(
     args: &Bound<'_, PyTuple>,
 ) -> PyResult<()> {
     // SAFETY: `base` is a live type object; reading its slot is plain data.
-    let init = unsafe { (*(base.as_ptr() as *mut ffi::PyTypeObject)).tp_init };
+    let init = unsafe { (*base.as_ptr().cast::<ffi::PyTypeObject>()).tp_init };
     let init = init.ok_or_else(|| PySystemError::new_err("base type has no tp_init"))?;
     // SAFETY: both are live objects; the check reads type data.
-    if unsafe { ffi::PyObject_TypeCheck(obj.as_ptr(), base.as_ptr() as *mut ffi::PyTypeObject) }
+    if unsafe { ffi::PyObject_TypeCheck(obj.as_ptr(), base.as_ptr().cast::<ffi::PyTypeObject>()) }
         == 0
     {
         return Err(PyTypeError::new_err(format!(
@@ -250,14 +254,14 @@ pub fn as_code<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyC
 }
 
 pub fn is_cell(obj: &Bound<'_, PyAny>) -> bool {
-    obj.get_type().as_ptr() == &raw mut ffi::PyCell_Type as *mut ffi::PyObject
+    obj.get_type().as_ptr() == (&raw mut ffi::PyCell_Type).cast::<ffi::PyObject>()
 }
 
 /// Whether a class was created at run time (a Python class) rather than
 /// being static (a builtin or an extension's static type).
 pub fn is_heap_type(cls: &Bound<'_, PyType>) -> bool {
     // SAFETY: `cls` is a live type object; reading its flags is plain data.
-    let flags = unsafe { ffi::PyType_GetFlags(cls.as_ptr() as *mut ffi::PyTypeObject) };
+    let flags = unsafe { ffi::PyType_GetFlags(cls.as_ptr().cast::<ffi::PyTypeObject>()) };
     flags & ffi::Py_TPFLAGS_HEAPTYPE != 0
 }
 
@@ -270,7 +274,7 @@ pub fn heap_type_dict<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyDict
     // when the type was made, for the type's lifetime, NULL only before
     // PyType_Ready); the borrowed pointer becomes an owned reference at once.
     unsafe {
-        let dict = (*(cls.as_ptr() as *mut ffi::PyTypeObject)).tp_dict;
+        let dict = (*cls.as_ptr().cast::<ffi::PyTypeObject>()).tp_dict;
         Bound::from_borrowed_ptr_or_opt(cls.py(), dict).map(|d| d.cast_into_unchecked())
     }
 }
@@ -294,7 +298,7 @@ pub fn heap_type_qualname<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, Py
     // is a str that setting `__qualname__` replaces (never NULL once made);
     // the borrowed pointer becomes an owned reference at once.
     unsafe {
-        let qualname = (*(cls.as_ptr() as *mut ffi::PyHeapTypeObject)).ht_qualname;
+        let qualname = (*cls.as_ptr().cast::<ffi::PyHeapTypeObject>()).ht_qualname;
         Bound::from_borrowed_ptr_or_opt(cls.py(), qualname)
             .and_then(|q| q.cast_into::<PyString>().ok())
     }
@@ -304,7 +308,7 @@ pub fn heap_type_qualname<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, Py
 /// `setattr`), so that its attribute caches are dropped.
 pub fn type_modified(cls: &Bound<'_, PyType>) {
     // SAFETY: `cls` is a live type object.
-    unsafe { ffi::PyType_Modified(cls.as_ptr() as *mut ffi::PyTypeObject) }
+    unsafe { ffi::PyType_Modified(cls.as_ptr().cast::<ffi::PyTypeObject>()) }
 }
 
 /// The function's `__globals__` (never NULL for a function).
@@ -351,7 +355,7 @@ pub struct FunctionParts<'py> {
 /// Reads the parts of a function.
 pub fn function_parts<'py>(func: &Bound<'py, PyFunction>) -> FunctionParts<'py> {
     let py = func.py();
-    let raw = func.as_ptr() as *mut ffi::PyFunctionObject;
+    let raw = func.as_ptr().cast::<ffi::PyFunctionObject>();
     let none = || py.None().into_bound(py);
     // SAFETY: `func` is a function object, so `raw` points to a live
     // PyFunctionObject for as long as `func` is borrowed. Code, name and
@@ -390,7 +394,7 @@ pub fn set_function_annotate(
     // The setter checks that `annotate` is callable and clears the annotations.
     func.setattr(pyo3::intern!(func.py(), "__annotate__"), annotate)?;
     if let Some(annotations) = annotations {
-        let raw = func.as_ptr() as *mut ffi::PyFunctionObject;
+        let raw = func.as_ptr().cast::<ffi::PyFunctionObject>();
         // SAFETY: `func` is a function and `annotations` an exact or
         // derived dict, as `func_annotations` requires; the slot's previous
         // value (NULL after the setter, in practice) is released after the
@@ -431,7 +435,7 @@ pub fn check_closure(
     let freevars = code
         .getattr(pyo3::intern!(code.py(), "co_freevars"))?
         .len()?;
-    let given = closure.map_or(0, |c| c.len());
+    let given = closure.map_or(0, pyo3::types::PyTupleMethods::len);
     if given != freevars {
         return Err(pyo3::exceptions::PyValueError::new_err(format!(
             "code object needs a closure of {freevars} cells, got {given}"
@@ -439,7 +443,7 @@ pub fn check_closure(
     }
     if let Some(item) = closure
         .into_iter()
-        .flat_map(|c| c.iter())
+        .flat_map(pyo3::types::PyTupleMethods::iter)
         .find(|c| !is_cell(c))
     {
         return Err(PyTypeError::new_err(format!(
@@ -572,7 +576,7 @@ pub fn unshared_char(py: Python<'_>, c: char) -> PyResult<Bound<'_, PyString>> {
 
 /// Interns a string in place so that equal names are one object in the
 /// pickle's memo whatever their identity in the sender.
-pub fn intern<'py>(s: Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+pub fn intern(s: Bound<'_, PyAny>) -> Bound<'_, PyAny> {
     if !s.get_type().is(s.py().get_type::<pyo3::types::PyString>()) {
         return s;
     }
@@ -581,7 +585,7 @@ pub fn intern<'py>(s: Bound<'py, PyAny>) -> Bound<'py, PyAny> {
     // SAFETY: `ptr` is an owned reference to an exact str; InternInPlace may
     // swap it for the interned one, transferring our reference.
     unsafe {
-        ffi::PyUnicode_InternInPlace(&mut ptr);
+        ffi::PyUnicode_InternInPlace(&raw mut ptr);
         Bound::from_owned_ptr(py, ptr)
     }
 }

@@ -433,6 +433,7 @@ const ENUM_INTERNALS: [&str; 8] = [
 /// `(make_enum, (bases, name, qualname, members, module, tracker_id), (attributes, None), ..., class_setstate)`.
 /// `members` comes from `__members__`, so aliases are kept.
 fn reduce_enum<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+    use enum_args as arg;
     let py = cls.py();
     let members = PyDict::new(py);
     for (name, member) in cls
@@ -458,8 +459,7 @@ fn reduce_enum<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
             attributes.del_item(&name)?;
         }
     }
-    use enum_args as arg;
-    let mut args: [Option<Bound<'py, PyAny>>; arg::LEN] = Default::default();
+    let mut args: [Option<Bound<'py, PyAny>>; enum_args::LEN] = Default::default();
     args[arg::BASES] = Some(cls.getattr(intern!(py, "__bases__"))?);
     args[arg::NAME] = Some(names::canonical(cls.getattr(intern!(py, "__name__"))?)?);
     args[arg::QUALNAME] = Some(names::canonical(cls.getattr(intern!(py, "__qualname__"))?)?);
@@ -489,7 +489,7 @@ pub fn reduce_enum_member<'py>(member: &Bound<'py, PyAny>) -> PyResult<Bound<'py
         return not_implemented();
     }
     let Some(name) = lookup::getattr_opt(member, intern!(py, "_name_"))?
-        .filter(|n| n.is_exact_instance_of::<PyString>())
+        .filter(pyo3::types::PyAnyMethods::is_exact_instance_of::<PyString>)
     else {
         return not_implemented();
     };

@@ -253,7 +253,7 @@ fn extract_global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
             names.push(name.cast_into::<PyString>()?)?;
         }
     }
-    // Canonical (see crate::names): they are written as referenced globals' names.
+    // Canonical (see `support::names`): they are written as referenced globals' names.
     let names = names
         .order
         .into_iter()
@@ -274,7 +274,7 @@ fn nested_codes<'py>(code: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>
 }
 
 /// Names that `code` and its nested code objects look up in the mapping of
-/// a `__classdict__` cell (LOAD_FROM_DICT_OR_GLOBALS, LOAD_FROM_DICT_OR_DEREF).
+/// a `__classdict__` cell (`LOAD_FROM_DICT_OR_GLOBALS`, `LOAD_FROM_DICT_OR_DEREF`).
 fn walk_class_namespace_reads<'py>(
     code: &Bound<'py, PyAny>,
     out: &mut UniqueNames<'py>,
@@ -306,32 +306,31 @@ pub fn class_namespace_reads<'py>(
     code: &Bound<'py, PyAny>,
 ) -> PyResult<Option<(usize, Bound<'py, PyTuple>)>> {
     let py = code.py();
-    let found = match cached(code, Derived::ClassNamespace) {
-        Some(found) => found,
-        None => {
-            let freevars = code
-                .getattr(intern!(py, "co_freevars"))?
-                .cast_into::<PyTuple>()?;
-            let mut index = None;
-            for (i, name) in freevars.iter().enumerate() {
-                if name.eq(intern!(py, "__classdict__"))? {
-                    index = Some(i);
-                    break;
-                }
+    let found = if let Some(found) = cached(code, Derived::ClassNamespace) {
+        found
+    } else {
+        let freevars = code
+            .getattr(intern!(py, "co_freevars"))?
+            .cast_into::<PyTuple>()?;
+        let mut index = None;
+        for (i, name) in freevars.iter().enumerate() {
+            if name.eq(intern!(py, "__classdict__"))? {
+                index = Some(i);
+                break;
             }
-            let found = match index {
-                Some(index) => {
-                    let mut names = UniqueNames::new(py)?;
-                    walk_class_namespace_reads(code, &mut names)?;
-                    (index, PyTuple::new(py, names.order)?)
-                        .into_pyobject(py)?
-                        .into_any()
-                }
-                None => py.None().into_bound(py),
-            };
-            remember(code, Derived::ClassNamespace, &found)?;
-            found
         }
+        let found = match index {
+            Some(index) => {
+                let mut names = UniqueNames::new(py)?;
+                walk_class_namespace_reads(code, &mut names)?;
+                (index, PyTuple::new(py, names.order)?)
+                    .into_pyobject(py)?
+                    .into_any()
+            }
+            None => py.None().into_bound(py),
+        };
+        remember(code, Derived::ClassNamespace, &found)?;
+        found
     };
     if found.is_none() {
         return Ok(None);
@@ -467,13 +466,13 @@ fn sorted_frozenset<'py>(set: &Bound<'py, PyFrozenSet>) -> PyResult<Bound<'py, P
 /// A code object's constant as it travels: a frozenset as its sorted
 /// stand-in, a name-like str as its canonical copy (CPython interns those
 /// in every new code object), a tuple with its items treated alike.
-fn deterministic_const<'py>(constant: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+fn deterministic_const(constant: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
     if let Ok(text) = constant.cast_exact::<PyString>() {
         if names::is_name_like(text) {
             return names::canonical(constant);
         }
     } else if let Ok(tuple) = constant.cast_exact::<PyTuple>() {
-        return Ok(deterministic_consts(tuple.clone())?.into_any());
+        return Ok(deterministic_consts(tuple)?.into_any());
     } else if let Ok(set) = constant.cast::<PyFrozenSet>() {
         return sorted_frozenset(set);
     }
@@ -481,7 +480,7 @@ fn deterministic_const<'py>(constant: Bound<'py, PyAny>) -> PyResult<Bound<'py, 
 }
 
 /// [`deterministic_const`] of each item of a tuple of constants.
-fn deterministic_consts<'py>(consts: Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
+fn deterministic_consts<'py>(consts: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
     let items = consts
         .iter()
         .map(deterministic_const)
@@ -490,7 +489,7 @@ fn deterministic_consts<'py>(consts: Bound<'py, PyTuple>) -> PyResult<Bound<'py,
 }
 
 /// A new tuple of the canonical copies of a code object's names (see
-/// [`names`](crate::names)).
+/// [`names`](crate::support::names)).
 fn canonical_names<'py>(
     code: &Bound<'py, PyAny>,
     attr: &Bound<'py, PyString>,
@@ -517,7 +516,7 @@ fn code_fields_of<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>
     fields[at::FLAGS] = Some(get(intern!(py, "co_flags"))?);
     fields[at::CODE] = Some(get(intern!(py, "co_code"))?);
     fields[at::CONSTS] =
-        Some(deterministic_consts(get(intern!(py, "co_consts"))?.cast_into()?)?.into_any());
+        Some(deterministic_consts(&get(intern!(py, "co_consts"))?.cast_into()?)?.into_any());
     fields[at::NAMES] = Some(canonical_names(code, intern!(py, "co_names"))?);
     fields[at::VARNAMES] = Some(canonical_names(code, intern!(py, "co_varnames"))?);
     fields[at::FILENAME] = Some(names::canonical(get(intern!(py, "co_filename"))?)?);

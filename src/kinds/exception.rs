@@ -274,13 +274,12 @@ fn raised_frame<'py>(py: Python<'py>, code: &Bound<'py, PyAny>) -> PyResult<Boun
     let globals = PyDict::new(py);
     globals.set_item("__cprs_raised__", marker.value(py))?;
     globals.set_item("__name__", "__cprs_traceback__")?;
-    let raised = match py
+    let Err(raised) = py
         .import("builtins")?
         .getattr("exec")?
         .call1((code, &globals))
-    {
-        Ok(_) => return Err(PyRuntimeError::new_err("the traceback frame did not raise")),
-        Err(raised) => raised,
+    else {
+        return Err(PyRuntimeError::new_err("the traceback frame did not raise"));
     };
     let mut tb = raised
         .traceback(py)

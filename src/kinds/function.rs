@@ -84,7 +84,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 // ---------------------------------------------------------------------------
 // Pickling.
 
-/// A function importable by name goes by reference (NotImplemented lets the C
+/// A function importable by name goes by reference (`NotImplemented` lets the C
 /// pickler save it as a global); any other is rebuilt from its parts.
 pub fn reduce_function<'py>(
     pickler: &Bound<'py, PyAny>,
@@ -326,13 +326,12 @@ fn shared_base_globals<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = pickler.py();
     let instance_dict = ffi::instance_dict(pickler)?;
-    let refs = match instance_dict.get_item(intern!(py, "globals_ref"))? {
-        Some(refs) => refs.cast_into::<PyDict>()?,
-        None => {
-            let refs = PyDict::new(py);
-            instance_dict.set_item(intern!(py, "globals_ref"), &refs)?;
-            refs
-        }
+    let refs = if let Some(refs) = instance_dict.get_item(intern!(py, "globals_ref"))? {
+        refs.cast_into::<PyDict>()?
+    } else {
+        let refs = PyDict::new(py);
+        instance_dict.set_item(intern!(py, "globals_ref"), &refs)?;
+        refs
     };
     let key = globals.as_ptr() as usize;
     if let Some(base) = refs.get_item(key)? {
@@ -394,10 +393,16 @@ fn imported_submodules<'py>(
         }
         Ok(())
     };
-    for (_, value) in referenced.into_iter().flat_map(|r| r.iter()) {
+    for (_, value) in referenced
+        .into_iter()
+        .flat_map(pyo3::types::PyDictMethods::iter)
+    {
         consider(value)?;
     }
-    for cell in closure.into_iter().flat_map(|c| c.iter()) {
+    for cell in closure
+        .into_iter()
+        .flat_map(pyo3::types::PyTupleMethods::iter)
+    {
         if let Some(value) = ffi::cell_contents(&cell)? {
             consider(value)?;
         }

@@ -341,22 +341,21 @@ pub fn reduce_context_var<'py>(var: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
     let default = context_var_default(var)?;
     let address = var.as_ptr() as usize;
     let known = with_context_vars(|vars| vars.ids.get(&address).cloned());
-    let id = match known {
-        Some(id) => id,
-        None => {
-            let definition = PyTuple::new(py, [name.clone(), default.clone().into_any()])?;
-            let base = digest::tracker_id(var, definition.as_any())?;
-            with_context_vars(|vars| {
-                let id = tracker::first_free_id(&base, |id| {
-                    vars.by_id
-                        .get(id)
-                        .is_some_and(|other| !other.bind(py).is(var))
-                });
-                vars.by_id.insert(id.clone(), var.clone().unbind());
-                vars.ids.insert(address, id.clone());
-                id
-            })
-        }
+    let id = if let Some(id) = known {
+        id
+    } else {
+        let definition = PyTuple::new(py, [name.clone(), default.clone().into_any()])?;
+        let base = digest::tracker_id(var, definition.as_any())?;
+        with_context_vars(|vars| {
+            let id = tracker::first_free_id(&base, |id| {
+                vars.by_id
+                    .get(id)
+                    .is_some_and(|other| !other.bind(py).is(var))
+            });
+            vars.by_id.insert(id.clone(), var.clone().unbind());
+            vars.ids.insert(address, id.clone());
+            id
+        })
     };
     let args = PyTuple::new(
         py,

@@ -41,9 +41,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 // ---------------------------------------------------------------------------
 // Pickling.
 
-/// A TypeVar, ParamSpec or TypeVarTuple: by reference when its module has it
+/// A `TypeVar`, `ParamSpec` or `TypeVarTuple`: by reference when its module has it
 /// under its name, else rebuilt from its parameters and tracked, so that
-/// loading it twice gives one object (as cloudpickle does for TypeVars).
+/// loading it twice gives one object (as cloudpickle does for `TypeVars`).
 pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = param.py();
     let name = param.getattr(intern!(py, "__name__"))?;

@@ -16,6 +16,7 @@
 //! each referring to the next).
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 
 use parking_lot::Mutex;
 use pyo3::intern;
@@ -97,7 +98,7 @@ impl Digesting {
             stack.push(InProgress {
                 address,
                 cyclic: false,
-            })
+            });
         });
         Digesting
     }
@@ -112,7 +113,7 @@ impl Digesting {
 
 impl Drop for Digesting {
     fn drop(&mut self) {
-        IN_PROGRESS.with_borrow_mut(|stack| stack.pop());
+        IN_PROGRESS.with_borrow_mut(std::vec::Vec::pop);
     }
 }
 
@@ -201,11 +202,11 @@ fn random_id(py: Python<'_>) -> PyResult<String> {
         .getattr(intern!(py, "urandom"))?
         .call1((16,))?
         .cast_into::<PyBytes>()?;
-    Ok(random
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    let mut hex = String::with_capacity(32);
+    for byte in random.as_bytes() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    Ok(hex)
 }
 
 #[cfg(test)]

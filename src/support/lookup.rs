@@ -13,7 +13,7 @@ pub fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     crate::ffi::sys_modules(py)
 }
 
-/// `getattr(obj, name, None)` that lets every error but AttributeError through.
+/// `getattr(obj, name, None)` that lets every error but `AttributeError` through.
 pub fn getattr_opt<'py>(
     obj: &Bound<'py, PyAny>,
     name: &Bound<'py, PyString>,
@@ -25,7 +25,7 @@ pub fn getattr_opt<'py>(
     }
 }
 
-/// `mapping[key]`, None on KeyError, for any mapping.
+/// `mapping[key]`, None on `KeyError`, for any mapping.
 pub fn mapping_get<'py>(
     mapping: &Bound<'py, PyAny>,
     key: &Bound<'py, PyAny>,
@@ -40,11 +40,12 @@ pub fn mapping_get<'py>(
 /// A value read from a module namespace as code using it sees it: from 3.15
 /// (PEP 810) a lazily imported name is a `types.LazyImportType` object until
 /// first use, which imports it; that import happens here.
+#[cfg_attr(not(Py_3_15), allow(clippy::unnecessary_wraps))]
 pub fn resolved(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
     #[cfg(Py_3_15)]
     if value
         .get_type()
-        .is(crate::statics::lazy_import_type(value.py())?)
+        .is(crate::support::statics::lazy_import_type(value.py())?)
     {
         return value.call_method0(intern!(value.py(), "resolve"));
     }
@@ -52,7 +53,7 @@ pub fn resolved(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
 }
 
 /// Follows a dotted qualified name from `obj`; None where pickle's
-/// `_getattribute` raises AttributeError (a missing part or `<locals>`).
+/// `_getattribute` raises `AttributeError` (a missing part or `<locals>`).
 pub fn getattribute<'py>(
     obj: &Bound<'py, PyAny>,
     dotted: &Bound<'py, PyAny>,
@@ -74,7 +75,7 @@ pub fn getattribute<'py>(
 }
 
 /// [`getattr_opt`], reading a module's namespace directly when it has no
-/// module `__getattr__`: a missing name then costs no AttributeError.
+/// module `__getattr__`: a missing name then costs no `AttributeError`.
 fn attribute<'py>(
     obj: &Bound<'py, PyAny>,
     name: &Bound<'py, PyString>,

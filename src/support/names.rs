@@ -24,7 +24,7 @@ fn table(py: Python<'_>) -> &Bound<'_, PyDict> {
 }
 
 /// The canonical copy of `s` when it is an exact str; anything else as it is.
-pub fn canonical<'py>(s: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub fn canonical(s: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
     let Ok(text) = s.cast_exact::<PyString>() else {
         return Ok(s);
     };
@@ -84,7 +84,11 @@ mod tests {
                 assert!(is_name_like(&PyString::new(py, name)), "{name}");
             }
             for text in ["a b", "x.y", "", "é"] {
-                assert_eq!(is_name_like(&PyString::new(py, text)), text.is_empty(), "{text}");
+                assert_eq!(
+                    is_name_like(&PyString::new(py, text)),
+                    text.is_empty(),
+                    "{text}"
+                );
             }
         });
     }
@@ -97,7 +101,10 @@ mod tests {
             let second = canonical(data.clone())?;
             assert!(first.is(&second));
             assert!(!first.is(&data));
-            assert!(!first.is(&PyString::new(py, "x")), "not CPython's shared one-character str");
+            assert!(
+                !first.is(PyString::new(py, "x")),
+                "not CPython's shared one-character str"
+            );
             Ok(())
         })
         .unwrap();

@@ -145,8 +145,8 @@ pub const VENDORED_CLOUDPICKLE: [&str; 4] = [
 ];
 
 /// Tells upstream cloudpickle (and each vendored copy) in this process the
-/// id of a class or TypeVar: a worker that loaded it and sends results with
-/// upstream (loky's "cloudpickle" pickler, a Dask worker without install())
+/// id of a class or `TypeVar`: a worker that loaded it and sends results with
+/// upstream (loky's "cloudpickle" pickler, a Dask worker without `install()`)
 /// writes that id, and a sender that loads them with upstream's
 /// reconstructors (a vendored copy's) gets its own class back.
 fn share_with_upstream(obj: &Bound<'_, PyAny>, id: &str) -> PyResult<()> {
