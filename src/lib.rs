@@ -38,6 +38,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?)?;
     m.add_function(wrap_pyfunction!(registry::tracked_by_id, m)?)?;
     m.add("PYTHON_VERSION", code::python_version(py))?;
+    // The package's one version (Cargo.toml's) and the CPython it was compiled for.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("BUILT_FOR_PYTHON", env!("CPRS_BUILT_FOR_PYTHON"))?;
     m.add(
         "FUNCTION_STATE",
         pyo3::types::PyTuple::new(py, reconstruct::function_state::FIELDS)?,
