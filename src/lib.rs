@@ -64,5 +64,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         pyo3::types::PyTuple::new(py, support::tracker::VENDORED_CLOUDPICKLE)?,
     )?;
     m.add("PYTHON_VERSION", kinds::code::python_version(py)?)?;
+    // The package's one version (Cargo.toml's) and the CPython it was compiled for.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("BUILT_FOR_PYTHON", env!("CPRS_BUILT_FOR_PYTHON"))?;
     Ok(())
 }

@@ -20,6 +20,7 @@ from pickle import Unpickler
 from ._restricted import RestrictedUnpickler, load, loads
 
 from ._native import (
+    __version__,
     Pickler,
     dump,
     dumps,
@@ -28,8 +29,6 @@ from ._native import (
     unregister_pickle_by_value,
 )
 from ._install import install, uninstall
-
-__version__ = "0.1.0"
 
 #: The protocol ``dumps``/``dump``/``Pickler`` use when none is given.
 DEFAULT_PROTOCOL = pickle.HIGHEST_PROTOCOL

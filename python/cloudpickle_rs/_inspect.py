@@ -1053,12 +1053,21 @@ def read_input(path):
         return f.read()
 
 
+#: What ``inspect`` does, for its ``--help`` and ``python -m cloudpickle_rs --help``.
+DESCRIPTION = (
+    "Tell what loading a pickle would import and which code it ships by value, "
+    "without loading it. Exits 0, 1 when --allow is broken, 2 on malformed input."
+)
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m cloudpickle_rs inspect",
-        description="Tell what loading a pickle would import and which code it "
-        "ships by value, without loading it.",
-    )
+    parser = argparse.ArgumentParser(prog="python -m cloudpickle_rs inspect", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_arguments(parser):
+    """The arguments of ``inspect``, on its own parser or the CLI's subparser."""
     parser.add_argument("file", help="the pickle file, or - for stdin")
     parser.add_argument(
         "--allow",
@@ -1070,11 +1079,14 @@ def parse_args(argv):
         "cloudpickle-rs's reconstructors are always allowed)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON report")
-    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run(parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(args):
+    """Inspects ``args.file`` as parsed by :func:`add_arguments`; returns the exit code."""
     try:
         data = read_input(args.file)
     except OSError as e:

@@ -44,6 +44,10 @@ def list_registry_pickle_by_value() -> set[str]: ...
 def _tracked(id: str) -> Any: ...
 
 PYTHON_VERSION: Tuple[int, int]
+#: This package's version (Cargo.toml's, the one version source).
+__version__: str
+#: The CPython minor version the extension was compiled for, e.g. ``"3.11"``.
+BUILT_FOR_PYTHON: str
 #: The fields of a by-value function's state, by position (``function_setstate``).
 FORMAT: Dict[str, Tuple[str, ...]]
 RECONSTRUCTORS: Tuple[str, ...]
