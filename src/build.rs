@@ -3,5 +3,8 @@ fn main() {
     pyo3_build_config::use_pyo3_cfgs();
     // The CPython minor version this extension is compiled for (`BUILT_FOR_PYTHON`).
     let version = pyo3_build_config::get().version();
-    println!("cargo:rustc-env=CPRS_BUILT_FOR_PYTHON={}.{}", version.major, version.minor);
+    println!(
+        "cargo:rustc-env=CPRS_BUILT_FOR_PYTHON={}.{}",
+        version.major, version.minor
+    );
 }

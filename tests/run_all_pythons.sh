@@ -6,7 +6,8 @@
 # Exits non-zero when a build or a test fails on any version.
 # CPRS_PYTHONS="3.11 3.14" limits the run to those versions (for local work);
 # CPRS_EXTRAS="test,engines" installs more extras (default: test);
-# CPRS_REQUIRE_ALL=1 makes a version that is not found a failure (CI).
+# CPRS_REQUIRE_ALL=1 makes a version that is not found a failure (CI);
+# CPRS_BUILD_ONLY=1 builds and stops.
 set -u
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -102,6 +103,11 @@ for v in "${versions[@]}"; do
         unset "python_of[$v]"
     fi
 done
+
+# CPRS_BUILD_ONLY=1 (used by .ci/lint): the builds, no tests.
+if [ "${CPRS_BUILD_ONLY:-0}" = 1 ]; then
+    exit "$failed"
+fi
 
 for v in "${versions[@]}"; do
     [ -n "${python_of[$v]:-}" ] || continue
