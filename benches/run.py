@@ -1,6 +1,6 @@
 """Side-by-side benchmark: cloudpickle_rs, upstream cloudpickle and stdlib pickle.
 
-    python benches/run.py [--repeat N] [--quick] [--only NAME ...]
+    python benches/run.py [--repeat N] [--quick] [--only NAME ...] [--instructions]
 
 Run it as a script: it defines its dynamic payloads in ``__main__``, where
 cloudpickle and cloudpickle_rs pickle them by value. For each payload and
@@ -8,11 +8,23 @@ pickler it reports the best dumps and loads time of N runs (gc disabled while
 timing), the pickle size, and the peak memory of one dumps (tracemalloc), then
 the ratios against cloudpickle_rs. Needs cloudpickle (and numpy for the array
 payload, dill for sizes where installed): ``pip install ".[bench]"``.
+
+``--instructions`` also counts instructions per operation with ``valgrind
+--tool=callgrind``, in the same table: for each payload (smaller ones, see
+``PAYLOADS``), pickler and operation, a run of this script doing the
+operation R times minus a run doing everything else but the operation,
+divided by R (PYTHONHASHSEED=0). Counts repeat exactly for the same build
+and inputs whatever else the machine does; wall-clock ratios on a shared
+machine move by tens of percent between runs.
 """
 
 import argparse
 import functools
 import gc
+import math
+import re
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 import os
 import pickle
 import sys
@@ -53,7 +65,8 @@ def scale(value, factor=2):
 
 
 def make_lambdas(n):
-    return [eval(f"lambda x, k={i}: x + k + {i}") for i in range(n)]
+    """Lambdas with a default, reading a global."""
+    return [eval(f"lambda x, k={i}: x + k + THRESHOLD") for i in range(n)]
 
 
 def make_closures(n):
@@ -61,7 +74,7 @@ def make_closures(n):
         offset = i * 2
 
         def closure(x):
-            return x * offset if x > THRESHOLD else offset
+            return math.floor(x * offset) if x > THRESHOLD else offset
 
         return closure
 
@@ -88,25 +101,37 @@ def small_closure():
     return task
 
 
-def build_payloads(quick):
+#: label template, builder, count for timing, count for instruction counts,
+#: out of band (protocol 5 with a buffer_callback).
+PAYLOADS = [
+    ("{n} importable instances", lambda n: [Point(i, -i) for i in range(n)], 200_000, 2000, False),
+    ("{n} __slots__ instances", lambda n: [SlotPoint(i, -i) for i in range(n)], 200_000, 2000, False),
+    ("{n} partials", lambda n: [functools.partial(scale, i) for i in range(n)], 50_000, 1000, False),
+    (
+        "{n} plain records",
+        lambda n: [{"id": i, "name": f"r{i}", "tags": ["a", "b"], "pos": (i, i * 0.5)} for i in range(n)],
+        200_000,
+        1000,
+        False,
+    ),
+    ("{n} __main__ instances", lambda n: [MainPoint(i, -i) for i in range(n)], 100_000, 1000, False),
+    ("{n} lambdas", make_lambdas, 5000, 1000, False),
+    ("{n} closures", make_closures, 2000, 500, False),
+    ("{n} classes x 60 methods", lambda n: make_classes(n, 60), 200, 20, False),
+]
+#: One small closure, pickled and loaded on its own: the cost of shipping a task.
+SMALL_CLOSURE = "1 small closure"
+
+
+def build_payloads(quick, instructions=False):
     """{label: (payload, out_of_band)}; out_of_band payloads use protocol 5 with a buffer_callback."""
     scale_down = 10 if quick else 1
-    n = lambda count: max(count // scale_down, 1)  # noqa: E731
-    payloads = {
-        "200k importable instances": ([Point(i, -i) for i in range(n(200_000))], False),
-        "200k __slots__ instances": ([SlotPoint(i, -i) for i in range(n(200_000))], False),
-        "50k partials": ([functools.partial(scale, i) for i in range(n(50_000))], False),
-        "200k plain records": (
-            [{"id": i, "name": f"r{i}", "tags": ["a", "b"], "pos": (i, i * 0.5)} for i in range(n(200_000))],
-            False,
-        ),
-        "100k __main__ instances": ([MainPoint(i, -i) for i in range(n(100_000))], False),
-        "5000 lambdas": (make_lambdas(n(5000)), False),
-        "2000 closures": (make_closures(n(2000)), False),
-        "200 classes x 60 methods": (make_classes(n(200), 60), False),
-    }
-    if numpy is not None:
-        payloads["100 MB array, protocol 5"] = (numpy.arange(n(100_000_000) // 8, dtype="float64"), True)
+    payloads = {}
+    for template, build, timed_count, counted_count, out_of_band in PAYLOADS:
+        n = counted_count if instructions else max(timed_count // scale_down, 1)
+        payloads[template.format(n=n)] = (build(n), out_of_band)
+    if numpy is not None and not instructions:
+        payloads["100 MB array, protocol 5"] = (numpy.arange(100_000_000 // 8 // scale_down, dtype="float64"), True)
     return payloads
 
 
@@ -116,6 +141,82 @@ def picklers():
         found.append(("cloudpickle", cloudpickle.dumps))
     found.append(("pickle", lambda obj, **kw: pickle.dumps(obj, **{"protocol": pickle.HIGHEST_PROTOCOL, **kw})))
     return found
+
+
+# -- instruction counts (valgrind --tool=callgrind)
+
+#: Operations per counted run: enough to dwarf the noise of one, few enough
+#: for valgrind's ~50x slowdown.
+COUNT_REPEAT = {SMALL_CLOSURE: 200}
+DEFAULT_COUNT_REPEAT = 3
+
+
+def count_child(label, pickler_name, op, repeat):
+    """The counted process: builds the payload, pickles it once (every run
+    does the same work but the operations), then runs `op` `repeat` times."""
+    if label == SMALL_CLOSURE:
+        payload = small_closure()
+    else:
+        payload, _ = build_payloads(False, instructions=True)[label]
+    dumps = dict(picklers())[pickler_name]
+    data = dumps(payload)
+    calls = {"dumps": lambda: dumps(payload), "loads": lambda: pickle.loads(data), "none": None}
+    call = calls[op]
+    gc.collect()
+    gc.disable()
+    for _ in range(repeat if call is not None else 0):
+        call()
+
+
+def callgrind_total(args):
+    """Instructions a run of this script with `args` executes (callgrind's total)."""
+    env = dict(os.environ, PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1")
+    result = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    found = re.search(r"Collected : (\d+)", result.stderr)
+    if result.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind run {args} failed:\n{result.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def instructions_per_op(label, pickler_name):
+    """(dumps, loads) instructions per operation, by difference of runs."""
+    repeat = COUNT_REPEAT.get(label, DEFAULT_COUNT_REPEAT)
+    runs = [("none", 0), ("dumps", repeat), ("loads", repeat)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        totals = list(
+            pool.map(lambda run: callgrind_total(["--count", label, pickler_name, run[0], str(run[1])]), runs)
+        )
+    base = totals[0]
+    return tuple(round((total - base) / repeat) for total in totals[1:])
+
+
+def can_pickle(label, pickler_name):
+    payload = small_closure() if label == SMALL_CLOSURE else build_payloads(False, instructions=True)[label][0]
+    try:
+        dict(picklers())[pickler_name](payload)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def count_all(only):
+    """{label: {pickler: (dumps Ir, loads Ir)}} for the instruction payloads."""
+    labels = [*build_payloads(False, instructions=True), SMALL_CLOSURE]
+    counts = {}
+    for label in labels:
+        if only and not any(word in label for word in only):
+            continue
+        counts[label] = {}
+        for name, _ in picklers():
+            if can_pickle(label, name):
+                counts[label][name] = instructions_per_op(label, name)
+                print(f"  counted {label}, {name}: {counts[label][name]}", file=sys.stderr, flush=True)
+    return counts
 
 
 def timed(func):
@@ -204,6 +305,40 @@ def human_bytes(n):
         n /= 1000
 
 
+def print_counted_table(results, counts):
+    """Per operation: time (best of runs) and instructions (callgrind), side by side."""
+    names = [name for name, _ in picklers()]
+    print(
+        f"\nPython {sys.version.split()[0]}; per operation: best time of runs (gc off) and instructions "
+        "(callgrind, by difference); ratios are other/cloudpickle_rs"
+    )
+    header = (
+        f"{'payload':<26} {'pickler':<15} {'dumps us':>9} {'loads us':>9} {'dumps Ir':>11} {'loads Ir':>11}"
+        f" {'size':>9} {'dumps x':>8} {'loads x':>8} {'dumps Ir x':>10} {'loads Ir x':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, rows in results.items():
+        payload = label
+        ours, ours_ir = rows.get("cloudpickle_rs"), counts.get(label, {}).get("cloudpickle_rs")
+        for name in names:
+            row, ir = rows.get(name), counts.get(label, {}).get(name)
+            if row is None:
+                print(f"{payload:<26} {name:<15} {'cannot pickle':>9}")
+                payload = ""
+                continue
+            dump_time, load_time, size, _ = row
+            cells = [f"{dump_time * 1e6:>9.1f}", f"{load_time * 1e6:>9.1f}"]
+            cells += [f"{ir[0]:>11,}", f"{ir[1]:>11,}"] if ir else [f"{'-':>11}"] * 2
+            cells.append(f"{human_bytes(size):>9}")
+            if name != "cloudpickle_rs" and ours is not None:
+                cells += [f"{dump_time / ours[0]:>8.2f}", f"{load_time / ours[1]:>8.2f}"]
+                if ir and ours_ir:
+                    cells += [f"{ir[0] / ours_ir[0]:>10.2f}", f"{ir[1] / ours_ir[1]:>10.2f}"]
+            print(f"{payload:<26} {name:<15} " + " ".join(cells))
+            payload = ""
+
+
 def print_table(results):
     names = [name for name, _ in picklers()]
     print(f"\nPython {sys.version.split()[0]}; times are best of runs, gc off; ratios are other/cloudpickle_rs")
@@ -242,13 +377,31 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="payloads 10x smaller, for a smoke run")
     parser.add_argument("--only", nargs="*", help="payload names containing these words")
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count instructions per operation (valgrind's callgrind)"
+    )
+    parser.add_argument("--count", nargs=4, metavar=("PAYLOAD", "PICKLER", "OP", "R"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.count:
+        label, pickler_name, op, repeat = args.count
+        count_child(label, pickler_name, op, int(repeat))
+        return
     results = {}
-    for label, (payload, out_of_band) in build_payloads(args.quick).items():
+    for label, (payload, out_of_band) in build_payloads(args.quick, args.instructions).items():
         if args.only and not any(word in label for word in args.only):
             continue
         PAYLOAD_CACHE[label] = payload
         results[label] = measure(payload, out_of_band, args.repeat)
+    if args.instructions:
+        if not args.only or any(word in SMALL_CLOSURE for word in args.only):
+            count = 2000
+            per_op = round_trip_small_closure(args.repeat, count)
+            results[SMALL_CLOSURE] = {
+                name: (dump_time / count, load_time / count, size, peak)
+                for name, (dump_time, load_time, size, peak) in per_op.items()
+            }
+        print_counted_table(results, count_all(args.only))
+        return
     if not args.only or any("closure" in w for w in args.only):
         count = 2000 if args.quick else 20_000
         results[f"1 closure x {count} round trips"] = round_trip_small_closure(args.repeat, count)

@@ -5,7 +5,10 @@
 //! [`reducer_for`]. A reducer returns a reduce value, or `NotImplemented`
 //! to let the C pickler go on as it would without the hook.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use ahash::AHashMap;
+use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -15,7 +18,7 @@ use crate::ffi::{self, MemberOffset};
 use crate::kinds::{class, code, exception, function, misc, module, stdlib, typevar};
 use crate::reconstructors;
 use crate::support::reduce::not_implemented;
-use crate::support::{lookup, statics};
+use crate::support::{lookup, registry, statics};
 
 /// A kind's reducer: `(pickler, obj) -> reduce value or NotImplemented`.
 pub type Reducer =
@@ -132,61 +135,125 @@ const BY_EXACT_TYPE: &[(Classes, Reducer)] = &[
     }),
 ];
 
-struct Hook {
-    /// Exact type address -> reducer, from [`BY_EXACT_TYPE`].
+/// The classes of [`BY_EXACT_TYPE`] found so far, by address. A class of a
+/// module not yet imported is looked for once `sys.modules` has changed: an
+/// object of a module's class cannot exist before the module is imported,
+/// so importing this module imports none of them (`logging`, `typing`,
+/// `dataclasses`...).
+#[derive(Default)]
+struct Table {
     by_exact_type: AHashMap<usize, Reducer>,
     /// The classes `by_exact_type` points into, kept alive.
-    _classes: Vec<Py<PyAny>>,
+    classes: Vec<Py<PyAny>>,
+    /// `(module, name, reducer)` of the classes whose module was not imported yet.
+    pending: Vec<(&'static str, &'static str, Reducer)>,
+    /// `len(sys.modules)` when `pending` was last looked for.
+    modules_seen: usize,
+}
+
+impl Table {
+    fn add(&mut self, cls: Bound<'_, PyAny>, reducer: Reducer) {
+        self.by_exact_type.insert(cls.as_ptr() as usize, reducer);
+        self.classes.push(cls.unbind());
+    }
+}
+
+struct Hook {
+    table: Mutex<Table>,
     /// Where a pickler instance keeps the C pickler's `dispatch_table`.
     dispatch_table: MemberOffset,
     /// `Pickler.dispatch_table`'s own entries (usually none), consulted here
     /// rather than through the C pickler's slot (see `pickler`).
     user_table: Py<PyDict>,
+    /// The last type whose instances the hook left to the C pickler (its
+    /// `ffi::type_signature`), and the registry's generation then: the next
+    /// instance of it costs a few comparisons.
+    plain_type: [AtomicUsize; 4],
 }
 
 static HOOK: PyOnceLock<Hook> = PyOnceLock::new();
 
 /// Builds the type table; `pickler` calls it when it makes the Pickler class.
 pub fn init(py: Python<'_>, dispatch_table: MemberOffset, user_table: Py<PyDict>) -> PyResult<()> {
-    let mut by_exact_type = AHashMap::new();
-    let mut classes = Vec::new();
+    let mut table = Table::default();
     for (source, reducer) in BY_EXACT_TYPE {
-        for cls in classes_of(py, source)? {
-            by_exact_type.insert(cls.as_ptr() as usize, *reducer);
-            classes.push(cls.unbind());
+        match source {
+            Classes::Attrs(names) => {
+                for (module, name) in *names {
+                    table.pending.push((module, name, *reducer));
+                }
+            }
+            Classes::DictViews => {
+                for (_, cls) in misc::dict_view_classes(py)? {
+                    table.add(cls.bind(py).clone(), *reducer);
+                }
+            }
+            Classes::BuiltinFunction => {
+                let cls = py.import("builtins")?.getattr("len")?.get_type().into_any();
+                table.add(cls, *reducer);
+            }
         }
     }
+    resolve_pending(py, &mut table)?;
     let hook = Hook {
-        by_exact_type,
-        _classes: classes,
+        table: Mutex::new(table),
         dispatch_table,
         user_table,
+        plain_type: Default::default(),
     };
     // A second import of the module keeps the first table.
     let _ = HOOK.set(py, hook);
     Ok(())
 }
 
-fn classes_of<'py>(py: Python<'py>, source: &Classes) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    Ok(match source {
-        Classes::Attrs(names) => {
-            let mut found = Vec::new();
-            for (module, name) in *names {
-                let module = py.import(*module)?.into_any();
+/// Moves the classes of the modules now imported from `pending` to the table.
+fn resolve_pending(py: Python<'_>, table: &mut Table) -> PyResult<()> {
+    let modules = lookup::sys_modules(py)?;
+    table.modules_seen = modules.len();
+    let mut still_pending = Vec::new();
+    for (module_name, name, reducer) in std::mem::take(&mut table.pending) {
+        match modules.get_item(module_name)? {
+            Some(module) => {
                 if let Some(cls) = lookup::getattr_opt(&module, &PyString::new(py, name))? {
-                    found.push(cls);
+                    table.add(cls, reducer);
                 }
             }
-            found
+            None => still_pending.push((module_name, name, reducer)),
         }
-        Classes::DictViews => misc::dict_view_classes(py)?
-            .iter()
-            .map(|(_, cls)| cls.bind(py).clone())
-            .collect(),
-        Classes::BuiltinFunction => {
-            vec![py.import("builtins")?.getattr("len")?.get_type().into_any()]
+    }
+    table.pending = still_pending;
+    Ok(())
+}
+
+/// The reducer of `tp`'s exact type, looking for classes of newly imported
+/// modules first. (Module attributes are read with the lock released: a
+/// module's `__getattr__` may run anything, a nested dump included.)
+fn exact_type_reducer(
+    py: Python<'_>,
+    hook: &Hook,
+    tp: &Bound<'_, PyType>,
+) -> PyResult<Option<Reducer>> {
+    let modules_now = lookup::sys_modules(py)?.len();
+    let stale = {
+        let table = hook.table.lock();
+        if table.pending.is_empty() || table.modules_seen == modules_now {
+            return Ok(table.by_exact_type.get(&(tp.as_ptr() as usize)).copied());
         }
-    })
+        Table {
+            pending: table.pending.clone(),
+            ..Table::default()
+        }
+    };
+    let mut found = stale;
+    resolve_pending(py, &mut found)?;
+    let mut table = hook.table.lock();
+    for (address, reducer) in found.by_exact_type {
+        table.by_exact_type.insert(address, reducer);
+    }
+    table.classes.extend(found.classes);
+    table.pending = found.pending;
+    table.modules_seen = found.modules_seen;
+    Ok(table.by_exact_type.get(&(tp.as_ptr() as usize)).copied())
 }
 
 fn hook(py: Python<'_>) -> PyResult<&Hook> {
@@ -207,8 +274,8 @@ fn reducer_for(obj: &Bound<'_, PyAny>, hook: &Hook) -> PyResult<Option<Reducer>>
         return Ok(Some(|_, obj| class::reduce_class(obj)));
     }
     let tp = obj.get_type();
-    if let Some(reducer) = hook.by_exact_type.get(&(tp.as_ptr() as usize)) {
-        return Ok(Some(*reducer));
+    if let Some(reducer) = exact_type_reducer(py, hook, &tp)? {
+        return Ok(Some(reducer));
     }
     if obj.is_instance_of::<pyo3::types::PyModule>() {
         return Ok(Some(|_, obj| module::reduce_module(obj)));
@@ -252,7 +319,14 @@ pub fn reducer_override<'py>(
         return Ok(not_implemented(py));
     }
     let hook = hook(py)?;
-    let reducer = reducer_for(obj, hook)?;
+    let tp = obj.get_type();
+    let signature = ffi::type_signature(&tp);
+    let known_plain = signature.is_some_and(|sig| hook.is_plain(sig));
+    let reducer = if known_plain {
+        None
+    } else {
+        reducer_for(obj, hook)?
+    };
     if let Some(table) = hook.dispatch_table.read(pickler) {
         // The C pickler consults this table itself for what we return NotImplemented for.
         if reducer.is_none() {
@@ -270,11 +344,37 @@ pub fn reducer_override<'py>(
         }
     }
     if let Some(reduce) = reducer {
-        reduce(pickler, obj)
-    } else {
-        let protocol = || protocol_of(pickler);
-        Ok(class::reduce_instance_of_dynamic_class(obj, protocol)?
-            .unwrap_or_else(|| not_implemented(py)))
+        return reduce(pickler, obj);
+    }
+    if known_plain || !class::surely_by_value(&tp)? {
+        if let Some(signature) = signature {
+            hook.remember_plain(signature);
+        }
+        return Ok(not_implemented(py));
+    }
+    let protocol = || protocol_of(pickler);
+    Ok(class::reduce_instance_of_dynamic_class(obj, protocol)?
+        .unwrap_or_else(|| not_implemented(py)))
+}
+
+impl Hook {
+    /// Whether `signature` is the type last found plain, with the registry
+    /// unchanged since.
+    #[inline]
+    fn is_plain(&self, signature: [usize; 3]) -> bool {
+        let [a, b, c, generation] = &self.plain_type;
+        a.load(Ordering::Relaxed) == signature[0]
+            && b.load(Ordering::Relaxed) == signature[1]
+            && c.load(Ordering::Relaxed) == signature[2]
+            && generation.load(Ordering::Relaxed) == registry::generation()
+    }
+
+    fn remember_plain(&self, signature: [usize; 3]) {
+        let [a, b, c, generation] = &self.plain_type;
+        a.store(signature[0], Ordering::Relaxed);
+        b.store(signature[1], Ordering::Relaxed);
+        c.store(signature[2], Ordering::Relaxed);
+        generation.store(registry::generation(), Ordering::Relaxed);
     }
 }
 

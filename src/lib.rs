@@ -9,7 +9,7 @@
 //! - `kinds/` holds one module per pickled kind: its wire layout (named
 //!   positions, declared with `layout!` and exported as `_native.FORMAT`),
 //!   its reducer, then its reconstructors. Kinds depend on each other only
-//!   downward: class -> function -> (stdlib, code) -> misc.
+//!   downward (`function` uses `code` and `stdlib`).
 //! - `reconstructors` declares the load-side callables once; each kind
 //!   registers into it. `compat` serves upstream cloudpickle's formats.
 //! - `support/` holds what kinds share; `ffi/` every raw CPython call.

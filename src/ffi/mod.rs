@@ -304,6 +304,26 @@ pub fn heap_type_qualname<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, Py
     }
 }
 
+/// What identifies a type and everything a hook decision about its
+/// instances reads from it: its address, its version tag (a new one, never
+/// reused, whenever the type is modified; 0 until first assigned) and its
+/// qualified name's object. None while the type has no version tag.
+pub fn type_signature(cls: &Bound<'_, PyType>) -> Option<[usize; 3]> {
+    let raw = cls.as_ptr().cast::<ffi::PyTypeObject>();
+    // SAFETY: `cls` is a live type object; these reads are plain data.
+    let tag = unsafe { (*raw).tp_version_tag };
+    if tag == 0 {
+        return None;
+    }
+    let qualname = if is_heap_type(cls) {
+        // SAFETY: a heap type is a PyHeapTypeObject; the pointer is only compared.
+        unsafe { (*raw.cast::<ffi::PyHeapTypeObject>()).ht_qualname as usize }
+    } else {
+        0
+    };
+    Some([raw as usize, tag as usize, qualname])
+}
+
 /// Tells CPython that `cls`'s dict was changed directly (not through
 /// `setattr`), so that its attribute caches are dropped.
 pub fn type_modified(cls: &Bound<'_, PyType>) {

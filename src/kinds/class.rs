@@ -274,7 +274,7 @@ fn name_like_canonical(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
 /// name, read from the type itself). A class of an importable module that
 /// its module does not hold under its name goes by value too, but telling
 /// needs a lookup in that module for every instance of every class.
-fn surely_by_value(cls: &Bound<'_, PyType>) -> PyResult<bool> {
+pub fn surely_by_value(cls: &Bound<'_, PyType>) -> PyResult<bool> {
     let Some(module) = ffi::heap_type_module(cls)? else {
         return Ok(false);
     };
@@ -287,7 +287,7 @@ fn surely_by_value(cls: &Bound<'_, PyType>) -> PyResult<bool> {
             .is_some_and(|q| q.to_str().is_ok_and(|q| q.contains("<locals>"))))
 }
 
-/// An instance of a class pickled by value, reduced as the C pickler would
+/// An instance of a class pickled by value ([`surely_by_value`]), reduced as the C pickler would
 /// (`__reduce_ex__(protocol)`) but with the names of its state (`__dict__`
 /// keys, slot names) canonical: in the sender they are interned, one object
 /// with equal strings of the class (a dataclass's field names); after
@@ -299,9 +299,6 @@ pub fn reduce_instance_of_dynamic_class<'py>(
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = obj.py();
     let cls = obj.get_type();
-    if !surely_by_value(&cls)? {
-        return Ok(None);
-    }
     let Some(protocol) = protocol()?.filter(|p| *p >= 2) else {
         return Ok(None);
     };

@@ -1,6 +1,6 @@
 //! The names of the modules registered to be pickled by value.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ahash::AHashSet;
 use parking_lot::RwLock;
@@ -11,6 +11,14 @@ use pyo3::types::{PyModule, PySet};
 static BY_VALUE: RwLock<Option<AHashSet<String>>> = RwLock::new(None);
 /// Lets the hot path skip the lock while nothing is registered (the usual case).
 static ANY_REGISTERED: AtomicBool = AtomicBool::new(false);
+/// Changes whenever a module is registered or unregistered: what was
+/// decided from the registry before is stale.
+static GENERATION: AtomicUsize = AtomicUsize::new(0);
+
+/// The registry's generation (see [`GENERATION`]).
+pub fn generation() -> usize {
+    GENERATION.load(Ordering::Acquire)
+}
 
 /// Whether `module_name` or one of its parent packages is registered.
 pub fn is_registered(module_name: &str) -> bool {
@@ -65,6 +73,7 @@ pub fn register_pickle_by_value(module: &Bound<'_, PyAny>) -> PyResult<()> {
         .get_or_insert_with(AHashSet::new)
         .insert(name);
     ANY_REGISTERED.store(true, Ordering::Release);
+    GENERATION.fetch_add(1, Ordering::AcqRel);
     Ok(())
 }
 
@@ -81,6 +90,7 @@ pub fn unregister_pickle_by_value(module: &Bound<'_, PyAny>) -> PyResult<()> {
         )));
     }
     ANY_REGISTERED.store(!names.is_empty(), Ordering::Release);
+    GENERATION.fetch_add(1, Ordering::AcqRel);
     Ok(())
 }
 
