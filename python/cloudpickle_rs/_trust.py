@@ -34,6 +34,8 @@ import builtins
 import sys
 import types
 
+from ._layouts import SETTER_CALL, STATE_AND_SLOTSTATE, UPSTREAM_MAKE_DICT_VIEW, arguments_of
+
 NATIVE = "cloudpickle_rs._native"
 UPSTREAM_MODULES = (
     "cloudpickle",
@@ -208,10 +210,13 @@ LOOKED_AT_HOOKS = LOOKUP_HOOKS | HASH_HOOKS | frozenset(["__repr__"])
 #: Those reconstructors: which argument each wraps, and which holds
 #: ``(class, implementation)`` registrations.
 WRAPPING_RECONSTRUCTORS = {
-    "make_lru_cache": (0, None),
-    "make_singledispatch": (0, 1),
-    "make_singledispatchmethod": (0, 1),
+    "make_lru_cache": ("function", None),
+    "make_singledispatch": ("default", "registrations"),
+    "make_singledispatchmethod": ("function", "registrations"),
 }
+MAKE_EXCEPTION_ARGS = arguments_of("make_exception")
+CLASS_DICT_ITEM_ARGS = arguments_of("class_dict_item")
+MAKE_DICT_VIEW_ARGS = arguments_of("make_dict_view")
 #: Attributes of an object (not its class) that the unpickler looks up and calls.
 CALLED_ATTRIBUTES = frozenset(["__setstate__", "append", "extend", "add"])
 
@@ -409,8 +414,9 @@ class Scan:
 
     def __init__(self, policy, machine):
         from . import _inspect as sym
+        from ._inspect import shipped
 
-        self.sym, self.policy, self.machine = sym, policy, machine
+        self.sym, self.shipped, self.policy, self.machine = sym, shipped, policy, machine
         self.protocol = machine.protocol
         self.found = []
         self.seen = set()
@@ -462,14 +468,11 @@ class Scan:
             return value.module, value.name
         if isinstance(value, self.sym.Call):
             kind = self.kind(value)
-            args = value.args if isinstance(value.args, tuple) else ()
             if kind in CLASS_KINDS:
-                name = args[1] if len(args) > 1 and isinstance(args[1], str) else "?"
-                return self.class_module(value), name
+                name = self.shipped.class_format(value).arg(value, "name")
+                return self.class_module(value), name if isinstance(name, str) else "?"
             if kind == "function":
-                globals_ = args[1] if len(args) > 1 else None
-                module = globals_.get("__name__") if isinstance(globals_, self.sym.SymDict) else None
-                module = module if isinstance(module, str) else "<shipped by value>"
+                module = self.shipped.function_module(value) or "<shipped by value>"
                 return module, self.function_name(value)
             func = value.func
             if isinstance(func, self.sym.Ref):
@@ -481,49 +484,39 @@ class Scan:
         for key, value in self.attributes(cls):
             if key == "__module__" and isinstance(value, str):
                 return value
-        args = cls.args if isinstance(cls.args, tuple) else ()
-        if self.kind(cls) == "enum" and len(args) > 4 and isinstance(args[4], str):
-            return args[4]
-        return "<shipped by value>"
+        found = self.shipped.class_format(cls)
+        module = found.arg(cls, "module") if found.kind == "enum" else None
+        return module if isinstance(module, str) else "<shipped by value>"
 
     def function_name(self, func):
-        args = func.args if isinstance(func.args, tuple) else ()
-        for value in args[4:6] + args[2:3]:
-            if isinstance(value, str):
-                return value
-        code = args[0] if args else None
-        code_args = None
-        if isinstance(code, self.sym.Call):
-            code_args = self.sym.code_args_of(code)
-        fields = self.sym.code_fields(code_args)
-        return fields[1] or fields[0] if fields else "<function>"
+        shipped = self.shipped
+        name = shipped.given_function_name(func)
+        if name is not None:
+            return name
+        code = shipped.code_summary(shipped.function_code_call(func))
+        return (code.qualname or code.name if code else None) or "<function>"
 
     # -- a class shipped by value: its attributes, bases, metaclass, hooks
 
     def attributes(self, cls):
         """(name, value) pairs a class shipped by value gets: its creation
         namespace and the attributes its state setter gives it."""
-        sym = self.sym
-        args = cls.args if isinstance(cls.args, tuple) else ()
-        pairs = []
-        if self.kind(cls) == "class" and len(args) > 3 and isinstance(args[3], sym.SymDict):
-            pairs.extend(args[3].pairs)
+        found = self.shipped.class_format(cls)
+        pairs = list(found.namespace(cls).pairs)
         for state in cls.states:
-            if isinstance(state, tuple) and state and isinstance(state[0], sym.SymDict):
-                pairs.extend(state[0].pairs)
+            attributes = found.attributes(state)
+            if attributes is not None:
+                pairs.extend(attributes.pairs)
         return pairs
 
     def bases(self, cls):
-        args = cls.args if isinstance(cls.args, tuple) else ()
-        index = 2 if self.kind(cls) == "class" else 0
-        bases = args[index] if len(args) > index else ()
-        return bases if isinstance(bases, tuple) else (bases,)
+        return self.shipped.class_format(cls).bases(cls)
 
     def metaclass(self, cls):
         """The metaclass symbol of a class shipped by value (None: trusted)."""
-        if self.kind(cls) == "class":
-            args = cls.args if isinstance(cls.args, tuple) else ()
-            return args[0] if args else None
+        found = self.shipped.class_format(cls)
+        if found.kind == "class":
+            return found.metaclass(cls)
         bases = self.bases(cls)
         return self.metaclass(bases[-1]) if bases and self.is_class(bases[-1]) else None
 
@@ -669,14 +662,14 @@ class Scan:
         elif (module, name) in GETITEM:
             self.check_getitem(call, args)
         elif (module, name) in ((NATIVE, "make_exception"),):
-            cls = args[0] if args else None
+            cls = MAKE_EXCEPTION_ARGS.get(args, "cls")
             hooks = self.hooks(cls, frozenset(["__setattr__", "args"]))
             if hooks:
                 self.refuse_hooks(cls, hooks, call.start, "making an exception of")
         elif module == NATIVE and name in WRAPPING_RECONSTRUCTORS:
             self.check_wrapping(call, name, args)
         elif (module, name) == (NATIVE, "class_dict_item"):
-            owner = args[0] if args else None
+            owner = CLASS_DICT_ITEM_ARGS.get(args, "owner")
             hooks = self.meta_hooks(owner, LOOKUP_HOOKS)
             if hooks:
                 self.refuse_hooks(self.metaclass(owner), hooks, call.start, "reading the namespace of")
@@ -684,9 +677,10 @@ class Scan:
             module in UPSTREAM_MODULES and name == "_make_dict_keys"
         ):
             if module == NATIVE:
-                contents = args[1] if len(args) > 1 and args[0] == "keys" else None
+                is_keys = MAKE_DICT_VIEW_ARGS.get(args, "kind") == "keys"
+                contents = MAKE_DICT_VIEW_ARGS.get(args, "contents") if is_keys else None
             else:
-                contents = args[0] if args else None
+                contents = UPSTREAM_MAKE_DICT_VIEW.get(args, "obj")
             for item in getattr(contents, "items", ()) or ():
                 self.check_hashed(item, call.start)
 
@@ -694,12 +688,15 @@ class Scan:
         """``make_lru_cache``, ``make_singledispatch``...: the wrapped callable
         and the registered classes are looked at; their registrations must be
         written out, not computed."""
-        wrapped_at, registrations_at = WRAPPING_RECONSTRUCTORS[name]
-        if len(args) > wrapped_at:
-            self.check_looked_at(args[wrapped_at], call.start, "wrapping")
-        if registrations_at is None or len(args) <= registrations_at:
+        layout = arguments_of(name)
+        wrapped_field, registrations_field = WRAPPING_RECONSTRUCTORS[name]
+        missing = object()
+        wrapped = layout.get(args, wrapped_field, missing)
+        if wrapped is not missing:
+            self.check_looked_at(wrapped, call.start, "wrapping")
+        registrations = layout.get(args, registrations_field, missing) if registrations_field else missing
+        if registrations is missing:
             return
-        registrations = args[registrations_at]
         if not isinstance(registrations, tuple):
             self.refuse(NATIVE, name, "call", call.start, "its registrations are computed while loading")
             return
@@ -752,7 +749,7 @@ class Scan:
                     f"{verb} it would run {what}, shipped by value")
 
     def check_state_setter(self, call, needed, args):
-        target = args[0] if args else None
+        target = SETTER_CALL.get(args, "obj")
         kind = self.kind(target)
         if needed == "class":
             ok = kind in CLASS_KINDS
@@ -767,7 +764,7 @@ class Scan:
             return
         if needed == "class":
             meta = self.meta_hooks(target, frozenset(["__setattr__"]))
-            if self.registers_subclasses(call, args):
+            if self.shipped.registers_subclasses(call.func, SETTER_CALL.get(args, "state")):
                 meta |= self.meta_hooks(target, META_REGISTER_HOOKS)
                 own = self.hooks(target, frozenset(["register", "__subclasshook__"]))
                 if own:
@@ -775,29 +772,12 @@ class Scan:
             if meta:
                 self.refuse_hooks(self.metaclass(target), meta, call.start, "setting the attributes of a class of")
 
-    def registers_subclasses(self, call, args):
-        """Whether a class state setter registers ABC virtual subclasses
-        (ours: ``(attributes, registry)``; upstream's: ``_abc_impl`` in them)."""
-        sym = self.sym
-        state = args[1] if len(args) > 1 else None
-        if not isinstance(state, tuple) or len(state) != 2:
-            return True
-        if self.ref_key(call.func)[0] == NATIVE:
-            registry = state[1]
-        else:
-            registry = state[0].get("_abc_impl") if isinstance(state[0], sym.SymDict) else None
-        if registry is None:
-            return False
-        items = registry.items if isinstance(registry, (sym.SymList, sym.SymSet)) else registry
-        return not (isinstance(items, (tuple, list)) and not items)
-
     def check_class_maker(self, call, kind, args):
         """A class shipped by value: its metaclass and bases must not run
         code of the pickle while it is made; its namespace must be inert."""
         sym = self.sym
-        bases_index, meta = (2, args[0] if args else None) if kind == "class" else (0, None)
-        bases = args[bases_index] if len(args) > bases_index else ()
-        bases = bases if isinstance(bases, tuple) else (bases,)
+        found = self.shipped.class_format(call)
+        meta, bases = found.metaclass(call), found.bases(call)
         if meta is not None and not isinstance(meta, sym.Ref):
             if self.is_class(meta):
                 hooks = self.hooks(meta, META_MAKE_HOOKS) | self.meta_hooks(meta, META_CALL_HOOKS)
@@ -820,13 +800,11 @@ class Scan:
             hooks = self.hooks(base, base_hooks) | self.meta_hooks(base, META_MAKE_HOOKS)
             if hooks:
                 self.refuse_hooks(base, hooks, call.start, "deriving a class from")
-        namespace = args[3] if len(args) > 3 else None
-        if isinstance(namespace, sym.SymDict):
-            for key, value in namespace.pairs:
-                if not self.inert(value) and not self.is_class(value):
-                    module, name = self.label(value)
-                    self.refuse(module, name, "class namespace", call.start,
-                                f"the value of {key!r} is computed while loading")
+        for key, value in found.namespace(call).pairs:
+            if not self.inert(value) and not self.is_class(value):
+                module, name = self.label(value)
+                self.refuse(module, name, "class namespace", call.start,
+                            f"the value of {key!r} is computed while loading")
 
     def check_safe_builtin(self, call, name, args):
         """A builtin called without ``builtins`` being allowed."""
@@ -964,9 +942,9 @@ class Scan:
             return
         if kind in INERT_KINDS:
             return
-        if op == "BUILD" and isinstance(state, tuple) and len(state) == 2 and state[1] is not None:
+        slots = STATE_AND_SLOTSTATE.get(state, "slotstate")
+        if op == "BUILD" and isinstance(state, tuple) and len(state) == 2 and slots is not None:
             needed = needed | frozenset(["__setattr__"])
-            slots = state[1]
             if isinstance(slots, sym.SymDict):
                 for cls in self.instance_classes(target):
                     for key in slots.str_keys():
