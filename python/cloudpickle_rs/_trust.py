@@ -34,9 +34,10 @@ import builtins
 import sys
 import types
 
+from . import _native
 from ._layouts import SETTER_CALL, STATE_AND_SLOTSTATE, UPSTREAM_MAKE_DICT_VIEW, arguments_of
 
-NATIVE = "cloudpickle_rs._native"
+NATIVE = _native.__name__
 UPSTREAM_MODULES = (
     "cloudpickle",
     "cloudpickle.cloudpickle",
@@ -49,26 +50,10 @@ UPSTREAM_MODULES = (
 OWN_PACKAGES = ("cloudpickle_rs", "cloudpickle")
 
 
-def reconstructor_names():
-    """The names ``cloudpickle_rs._native.reconstructor(name)`` hands out
-    (asked of the extension, so the rules follow it)."""
-    from . import _native
-
-    names = set()
-    for name in dir(_native):
-        if name.startswith("_") or name == "reconstructor":
-            continue
-        try:
-            _native.reconstructor(name)
-        except Exception:
-            continue
-        names.add(name)
-    return frozenset(names)
-
-
-#: What ``cloudpickle_rs._native.reconstructor(name)`` hands out; a pickle
-#: names ``reconstructor`` as its one global and reaches these through it.
-RECONSTRUCTORS = reconstructor_names()
+#: What ``cloudpickle_rs._native.reconstructor(name)`` hands out (declared
+#: in the extension); a pickle names ``reconstructor`` as its one global and
+#: reaches these through it.
+RECONSTRUCTORS = frozenset(_native.RECONSTRUCTORS)
 #: Upstream cloudpickle's load-side functions, as pickles written by
 #: cloudpickle 1.6 to 3.1 (and by ``dumps(..., compat=True)``) name them;
 #: ``cloudpickle_rs.cloudpickle`` serves native equivalents.
