@@ -424,7 +424,8 @@ pub fn find_imported_submodules<'py>(
             continue;
         }
         // Ours come sorted by name.
-        let mut unlisted: Vec<Bound<'py, PyAny>> = submodules.try_iter()?.collect::<PyResult<_>>()?;
+        let mut unlisted: Vec<Bound<'py, PyAny>> =
+            submodules.try_iter()?.collect::<PyResult<_>>()?;
         for (_, module) in lookup::sys_modules(py)?.copy()?.iter() {
             if let Some(at) = unlisted.iter().position(|m| m.is(&module)) {
                 found.append(unlisted.swap_remove(at))?;
