@@ -6,6 +6,9 @@ What a user sees is checked: the traceback text (the message, and on 3.11+
 the exception's notes), on every Python version.
 """
 
+import abc
+import enum
+import functools
 import io
 import pickle
 import re
@@ -188,6 +191,54 @@ def test_local_class_method_global():
         LOCK_TYPE,
         "test_local_class_method_global.<locals>.Service"
         ".__dict__['run'].__globals__['CONN'].lock",
+    )
+
+
+def test_method_of_a_local_enum():
+    class Mode(enum.Enum):
+        FAST = 1
+
+        def connection(self):
+            return CONN
+
+    assert_explained(
+        Mode,
+        LOCK_TYPE,
+        "test_method_of_a_local_enum.<locals>.Mode.__dict__['connection'].__globals__['CONN'].lock",
+    )
+
+
+def test_value_of_a_local_enum_member():
+    class Mode(enum.Enum):
+        FAST = Holder(CONN)
+
+    assert_explained(
+        Mode, LOCK_TYPE, "test_value_of_a_local_enum_member.<locals>.Mode.FAST.value.payload.lock"
+    )
+
+
+def test_virtual_subclass_of_a_local_abc():
+    class Interface(abc.ABC):
+        pass
+
+    class Service:
+        guard = threading.Lock()
+
+    Interface.register(Service)
+    assert_explained(
+        Interface,
+        LOCK_TYPE,
+        "test_virtual_subclass_of_a_local_abc.<locals>.Interface.<registered subclass 0>.__dict__['guard']",
+    )
+
+
+def test_global_of_a_local_singledispatch_function():
+    @functools.singledispatch
+    def handle(value):
+        return CONN
+
+    assert_explained(
+        handle, LOCK_TYPE, "test_global_of_a_local_singledispatch_function.<locals>.handle.<arg 0>.__globals__['CONN'].lock"
     )
 
 
