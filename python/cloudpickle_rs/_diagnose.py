@@ -30,6 +30,7 @@ from ._layouts import (
     FUNCTION_ARGS,
     FUNCTION_STATE,
     REDUCTION,
+    STATE_AND_SLOTSTATE,
 )
 
 #: Pickling attempts one diagnosis may make.
@@ -440,14 +441,13 @@ def _reduction_children(path, reduced):
     ``(callable, args[, state[, listitems[, dictitems]]])``."""
     if not isinstance(reduced, tuple) or len(reduced) < 2:
         return
-    rebuild, args = reduced[0], reduced[1]
-    yield from _reduce_args_children(path, rebuild, args)
-    state = reduced[2] if len(reduced) > 2 else None
-    yield from _state_children(path, state)
-    listitems = reduced[3] if len(reduced) > 3 else None
+    parts = REDUCTION.read(reduced)
+    yield from _reduce_args_children(path, parts["callable"], parts["args"])
+    yield from _state_children(path, parts["state"])
+    listitems = parts["listitems"]
     if listitems is not None:
         yield from _sequence_children(path, _bounded(listitems))
-    dictitems = reduced[4] if len(reduced) > 4 else None
+    dictitems = parts["dictitems"]
     if dictitems is not None:
         yield from _dict_children(path, _bounded(dictitems))
 
@@ -480,7 +480,7 @@ def _state_children(path, state):
         return
     is_slot_state = (
         isinstance(state, tuple)
-        and len(state) == 2
+        and len(state) == len(STATE_AND_SLOTSTATE)
         and all(part is None or isinstance(part, dict) for part in state)
     )
     if is_slot_state:
