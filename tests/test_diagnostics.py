@@ -219,7 +219,8 @@ def test_value_of_a_local_enum_member():
 
 def test_virtual_subclass_of_a_local_abc():
     class Interface(abc.ABC):
-        pass
+        @abc.abstractmethod
+        def serve(self): ...
 
     class Service:
         guard = threading.Lock()
@@ -228,7 +229,8 @@ def test_virtual_subclass_of_a_local_abc():
     assert_explained(
         Interface,
         LOCK_TYPE,
-        "test_virtual_subclass_of_a_local_abc.<locals>.Interface.<registered subclass 0>.__dict__['guard']",
+        "test_virtual_subclass_of_a_local_abc.<locals>.Interface"
+        ".<registered subclass 0>.__dict__['guard']",
     )
 
 
@@ -238,7 +240,9 @@ def test_global_of_a_local_singledispatch_function():
         return CONN
 
     assert_explained(
-        handle, LOCK_TYPE, "test_global_of_a_local_singledispatch_function.<locals>.handle.<arg 0>.__globals__['CONN'].lock"
+        handle,
+        LOCK_TYPE,
+        "test_global_of_a_local_singledispatch_function.<locals>.handle.<arg 0>.__globals__['CONN'].lock",
     )
 
 
@@ -297,7 +301,7 @@ def test_tuple_in_list_in_instance():
 
 
 def test_default_argument():
-    def task(x, conn=Connection()):
+    def task(x, conn=Connection()):  # noqa: B008 (the unpicklable default is the point)
         return x
 
     assert_explained(
@@ -306,7 +310,7 @@ def test_default_argument():
 
 
 def test_keyword_only_default():
-    def task(*, retries=3, conn=Connection()):
+    def task(*, retries=3, conn=Connection()):  # noqa: B008 (the unpicklable default is the point)
         return retries
 
     assert_explained(

@@ -70,13 +70,23 @@ HARNESS = textwrap.dedent(
 )
 
 
+#: The pickling-side API (cloudpickle's public functions).
+PICKLING_SIDE = (
+    "dumps",
+    "dump",
+    "register_pickle_by_value",
+    "unregister_pickle_by_value",
+    "list_registry_pickle_by_value",
+)
+
+
 def test_every_reconstructor_is_listed():
     exposed = {
         name
         for name in dir(_native)
         if callable(getattr(_native, name))
         and getattr(getattr(_native, name), "__module__", None) == "cloudpickle_rs._native"
-        and name not in ("dumps", "dump", "register_pickle_by_value", "unregister_pickle_by_value", "list_registry_pickle_by_value")
+        and name not in PICKLING_SIDE
         and not isinstance(getattr(_native, name), type)
     }
     assert exposed == set(RECONSTRUCTORS)

@@ -37,7 +37,7 @@ def corpus_stem(version):
     return os.path.join(CORPUS_DIR, HERE, f"cloudpickle-{version}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def expectations(version):
     """``{case: {"expected": ..., "upstream": "ok" or what upstream did}}``."""
     with open(corpus_stem(version) + ".json") as f:
@@ -159,7 +159,7 @@ def test_upstream_names_resolve_to_natives():
     assert run_script(source, label="name checks").strip() == "ok"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loaded_results(version):
     """The probes' results on one corpus file, loaded by cloudpickle-rs alone."""
     source = isolated_header() + LOADER.format(

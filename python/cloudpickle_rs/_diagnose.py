@@ -263,7 +263,7 @@ class _Prober:
             reducer = table.get(type(obj))
             if reducer is not None:
                 return reducer(obj)
-            return getattr(obj, "__reduce_ex__")(self.protocol)
+            return obj.__reduce_ex__(self.protocol)
         except Exception:
             return None
 

@@ -85,8 +85,7 @@ CLASS_STATE = _ours("class_state")
 TYPE_PARAMETER_ARGS = _ours("type_parameter_args")
 
 
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def arguments_of(name):
     """The layout of the positional arguments of our reconstructor ``name``,
     from its signature (for those without a layout in ``FORMAT``)."""

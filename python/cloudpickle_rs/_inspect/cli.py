@@ -19,8 +19,7 @@ def read_input(path):
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m cloudpickle_rs inspect",
-        description="Tell what loading a pickle would import and which code it "
-        "ships by value, without loading it.",
+        description="Tell what loading a pickle would import and which code it ships by value, without loading it.",
     )
     parser.add_argument("file", help="the pickle file, or - for stdin")
     parser.add_argument(

@@ -193,9 +193,7 @@ class Machine:
         first = args[0] if args else None
         if func.is_(NATIVE, "reconstructor") and isinstance(first, str):
             return Ref(NATIVE, first, "reconstructor", pos)
-        if (func.is_(NATIVE, "builtin_type") or func.is_upstream("_builtin_type")) and isinstance(
-            first, str
-        ):
+        if (func.is_(NATIVE, "builtin_type") or func.is_upstream("_builtin_type")) and isinstance(first, str):
             if first == "ClassType":
                 return Ref("builtins", "type", "builtin_type", pos)
             return Ref("types", first, "builtin_type", pos)
@@ -522,5 +520,3 @@ def is_import_function(ref):
 
 def is_state_setter(ref):
     return _trust.is_state_setter(*ref.key)
-
-

@@ -109,8 +109,15 @@ def refusal_rows(machine, report, allowed):
     for refusal in _trust.Policy(allowed).refusals(machine):
         row = rows.get((refusal.module, refusal.name, refusal.how))
         if row is None:
-            row = {"module": refusal.module, "name": refusal.name, "how": refusal.how,
-                   "direct": False, "offset": refusal.offset, "count": 1, "calls": 0}
+            row = {
+                "module": refusal.module,
+                "name": refusal.name,
+                "how": refusal.how,
+                "direct": False,
+                "offset": refusal.offset,
+                "count": 1,
+                "calls": 0,
+            }
         found.append(dict(row, reason=refusal.reason))
     return found
 
@@ -139,14 +146,10 @@ def format_report(report, source, allowed=None, found=()):
     if report["trailing_bytes"]:
         lines.append(f"  ({report['trailing_bytes']} bytes after the STOP opcode not inspected)")
     if report["persistent_ids"]:
-        lines.append(
-            f"  {report['persistent_ids']} persistent ids (loading needs a persistent_load)"
-        )
+        lines.append(f"  {report['persistent_ids']} persistent ids (loading needs a persistent_load)")
     direct = [r for r in report["references"] if r["how"] in DIRECT_HOWS]
     ours = [r["name"] for r in report["references"] if r["how"] == "reconstructor"]
-    derived = [
-        r for r in report["references"] if r["how"] not in DIRECT_HOWS + ("reconstructor",)
-    ]
+    derived = [r for r in report["references"] if r["how"] not in DIRECT_HOWS + ("reconstructor",)]
     lines.append("")
     lines.append(f"globals loading looks up ({len(direct)}):")
     lines.extend("  " + format_reference(row) for row in direct or [])
@@ -163,17 +166,12 @@ def format_report(report, source, allowed=None, found=()):
     lines.append(f"shipped by value ({len(shipped)}):")
     if shipped:
         lines.extend(format_shipped_table(shipped))
-        lines.append(
-            f"  {report['shipped_bytes']} of {report['size']} bytes ship these by value"
-        )
+        lines.append(f"  {report['shipped_bytes']} of {report['size']} bytes ship these by value")
     else:
         lines.append("  none")
     if allowed is not None:
         lines.append("")
-        lines.append(
-            "allowed modules: " + (", ".join(allowed) or "none")
-            + f" (and the reconstructors of {NATIVE})"
-        )
+        lines.append("allowed modules: " + (", ".join(allowed) or "none") + f" (and the reconstructors of {NATIVE})")
         if found:
             lines.append(f"NOT ALLOWED ({len(found)}):")
             lines.extend("  " + format_reference(row) for row in found)
@@ -184,10 +182,7 @@ def format_report(report, source, allowed=None, found=()):
 
 def format_shipped_table(shipped):
     header = ("kind", "name", "source", "bytes", "own")
-    rows = [
-        (r["kind"], shipped_label(r), format_source(r), str(r["bytes"]), str(r["own_bytes"]))
-        for r in shipped
-    ]
+    rows = [(r["kind"], shipped_label(r), format_source(r), str(r["bytes"]), str(r["own_bytes"])) for r in shipped]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
     out = []
     for row in [header, *rows]:
@@ -205,5 +200,3 @@ def shipped_label(row):
     if row.get("globals"):
         label += " [globals: " + ", ".join(row["globals"]) + "]"
     return label
-
-

@@ -383,9 +383,7 @@ def classify(calls):
             items.append(item)
     used_codes = {id(item.code) for item in items if item.code is not None}
     return [
-        item
-        for item in items
-        if item.kind != "code" or (id(item) not in used_codes and id(item.call) not in nested)
+        item for item in items if item.kind != "code" or (id(item) not in used_codes and id(item.call) not in nested)
     ]
 
 
