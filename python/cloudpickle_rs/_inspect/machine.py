@@ -10,6 +10,7 @@ import copyreg
 import pickletools
 
 from .. import _trust
+from .._layouts import SETTER_CALL
 from .._trust import NATIVE, UPSTREAM_MODULES
 
 
@@ -228,9 +229,10 @@ class Machine:
             return
         if func.is_(NATIVE, "cell_set"):
             return
-        if isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], Call):
-            args[0].states.append(args[1])
-            args[0].spans.append((call.start, call.end))
+        target = SETTER_CALL.get(args, "obj")
+        if isinstance(args, tuple) and len(args) == len(SETTER_CALL) and isinstance(target, Call):
+            target.states.append(SETTER_CALL.get(args, "state"))
+            target.spans.append((call.start, call.end))
 
     # -- the opcodes
 

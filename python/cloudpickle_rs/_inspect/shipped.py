@@ -166,17 +166,17 @@ def function_slotstate(call):
 
 def function_module(call):
     """The ``__name__`` of the globals a function is made with (None: unknown)."""
-    found = function_format(call)
-    if found is None:
+    layout, _ours = function_format(call) or (None, None)
+    if layout is None:
         return None
-    globals_ = found[0].get(call.args, "globals")
+    globals_ = layout.get(call.args, "globals")
     return text(globals_.get("__name__")) if isinstance(globals_, SymDict) else None
 
 
 def function_code_call(call):
     """The call that makes a function's code object (or whatever the pickle gives)."""
-    found = function_format(call)
-    return found[0].get(call.args, "code") if found else None
+    layout, _ours = function_format(call) or (None, None)
+    return layout.get(call.args, "code") if layout else None
 
 
 def given_function_name(call):
