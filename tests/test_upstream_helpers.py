@@ -5,6 +5,7 @@ cloudpickle-rs computes them natively (with the code its own pickling uses)."""
 import abc
 import dataclasses
 import enum
+import inspect
 import os.path
 import sys
 import types
@@ -167,3 +168,26 @@ def test_get_cell_contents(upstream):
     # What upstream does with it: an empty cell again.
     with pytest.raises(ValueError):
         mirror._make_cell(mirror._get_cell_contents(empty)).cell_contents  # noqa: B018
+
+
+# --- the reconstructors whose arguments the inspector and compat writer read by name ---
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "_make_function",
+        "_make_skeleton_class",
+        "_make_skeleton_enum",
+        "_make_typevar",
+        "dynamic_subimport",
+        "_make_dict_keys",
+        "_make_dict_values",
+        "_make_dict_items",
+    ],
+)
+def test_served_reconstructors_take_upstreams_arguments(upstream, name):
+    def parameters(function):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+    assert parameters(getattr(mirror, name)) == parameters(getattr(upstream, name))

@@ -1,8 +1,10 @@
 """What each position of a pickled tuple holds, by field name.
 
 Our layouts (a reconstructor's arguments, a state tuple) are declared once,
-in Rust beside the code that writes them, and exported as ``_native.FORMAT``;
-upstream cloudpickle's are the signatures of its reconstructors; a reduction
+in Rust beside the code that writes them, and exported as ``_native.FORMAT``
+(or are the reconstructor's signature); upstream cloudpickle's are the
+signatures of its reconstructors, which the extension serves under their
+names (src/compat.rs); a reduction
 ``(callable, args, state, listitems, dictitems, state_setter)`` is pickle's
 own protocol. Code that reads such a tuple asks for a field by its name:
 
@@ -36,10 +38,6 @@ class Layout:
 
     def has(self, field):
         return field in self._positions
-
-    def position(self, field):
-        """The position of ``field`` (KeyError for a field the layout lacks)."""
-        return self._positions[field]
 
     def get(self, values, field, default=None):
         """``values``'s ``field``, or ``default`` where ``values`` is not a
@@ -87,9 +85,10 @@ TYPE_PARAMETER_ARGS = _ours("type_parameter_args")
 
 @functools.cache
 def arguments_of(name):
-    """The layout of the positional arguments of our reconstructor ``name``,
-    from its signature (for those without a layout in ``FORMAT``)."""
-    parameters = inspect.signature(_native.reconstructor(name)).parameters.values()
+    """The layout of the positional arguments of the extension's function
+    ``name`` (one of our reconstructors without a layout in ``FORMAT``, or
+    one of upstream's), from its signature."""
+    parameters = inspect.signature(getattr(_native, name)).parameters.values()
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return Layout(name, [p.name for p in parameters if p.kind in positional])
 
@@ -145,20 +144,14 @@ def reduction(func, args, **rest):
     return REDUCTION.make(callable=func, args=args, **rest)
 
 
-# Upstream cloudpickle's reconstructors (cloudpickle.cloudpickle), by their signatures.
-UPSTREAM_MAKE_FUNCTION = Layout("_make_function", ("code", "globals", "name", "argdefs", "closure"))
-UPSTREAM_MAKE_SKELETON_CLASS = Layout(
-    "_make_skeleton_class", ("type_constructor", "name", "bases", "type_kwargs", "class_tracker_id", "extra")
-)
-UPSTREAM_MAKE_SKELETON_ENUM = Layout(
-    "_make_skeleton_enum", ("bases", "name", "qualname", "members", "module", "class_tracker_id", "extra")
-)
-UPSTREAM_MAKE_TYPEVAR = Layout(
-    "_make_typevar", ("name", "bound", "constraints", "covariant", "contravariant", "class_tracker_id")
-)
-UPSTREAM_DYNAMIC_SUBIMPORT = Layout("dynamic_subimport", ("name", "vars"))
-#: ``_make_dict_keys``, ``_make_dict_values`` and ``_make_dict_items``.
-UPSTREAM_MAKE_DICT_VIEW = Layout("_make_dict_view", ("obj", "is_ordered"))
+# Upstream cloudpickle's reconstructors (cloudpickle.cloudpickle).
+UPSTREAM_MAKE_FUNCTION = arguments_of("_make_function")
+UPSTREAM_MAKE_SKELETON_CLASS = arguments_of("_make_skeleton_class")
+UPSTREAM_MAKE_SKELETON_ENUM = arguments_of("_make_skeleton_enum")
+UPSTREAM_MAKE_TYPEVAR = arguments_of("_make_typevar")
+UPSTREAM_DYNAMIC_SUBIMPORT = arguments_of("dynamic_subimport")
+#: ``_make_dict_keys``, ``_make_dict_values`` and ``_make_dict_items`` alike.
+UPSTREAM_MAKE_DICT_VIEW = arguments_of("_make_dict_keys")
 #: The state pickle's BUILD applies by default: ``__dict__`` items, then
 #: attributes set one by one; upstream's ``_function_setstate`` and
 #: ``_class_setstate`` take the same pair.
