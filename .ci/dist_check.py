@@ -42,10 +42,10 @@ def elf_has_symtab(data):
     is64 = data[4] == 2
     end = "<" if data[5] == 1 else ">"
     if is64:
-        shoff, = struct.unpack_from(end + "Q", data, 0x28)
+        (shoff,) = struct.unpack_from(end + "Q", data, 0x28)
         shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", data, 0x3A)
     else:
-        shoff, = struct.unpack_from(end + "I", data, 0x20)
+        (shoff,) = struct.unpack_from(end + "I", data, 0x20)
         shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", data, 0x2E)
 
     def section(i):
@@ -59,10 +59,10 @@ def elf_has_symtab(data):
         return name, kind, offset, size
 
     _, _, str_off, str_size = section(shstrndx)
-    names = data[str_off:str_off + str_size]
+    names = data[str_off : str_off + str_size]
     for i in range(shnum):
         name, kind, _, _ = section(i)
-        if kind == 2 or names[name:names.index(b"\0", name)] == b".symtab":  # SHT_SYMTAB
+        if kind == 2 or names[name : names.index(b"\0", name)] == b".symtab":  # SHT_SYMTAB
             return True
     return False
 
@@ -71,8 +71,15 @@ def check_sdist(path, version, errors):
     with tarfile.open(path) as tar:
         names = set(tar.getnames())
         prefix = f"{NAME}-{version}/"
-        for needed in ("LICENSE", "Cargo.toml", "Cargo.lock", "pyproject.toml", "src/lib.rs",
-                       "python/cloudpickle_rs/__init__.py", "PKG-INFO"):
+        for needed in (
+            "LICENSE",
+            "Cargo.toml",
+            "Cargo.lock",
+            "pyproject.toml",
+            "src/lib.rs",
+            "python/cloudpickle_rs/__init__.py",
+            "PKG-INFO",
+        ):
             if prefix + needed not in names:
                 fail(errors, f"{os.path.basename(path)} lacks {needed}")
         info = tar.extractfile(prefix + "PKG-INFO").read().decode() if prefix + "PKG-INFO" in names else ""
@@ -90,8 +97,7 @@ def check_linux_wheel(path, tools, errors):
         for module in modules:
             if elf_has_symtab(whl.read(module)):
                 fail(errors, f"{name}: {module} is not stripped (it has a .symtab)")
-    shown = subprocess.run([os.path.join(tools, "auditwheel"), "show", path],
-                           capture_output=True, text=True)
+    shown = subprocess.run([os.path.join(tools, "auditwheel"), "show", path], capture_output=True, text=True)
     text = " ".join(shown.stdout.split())
     found = re.search(r'is consistent with the following platform tag: "([^"]+)"', text)
     if shown.returncode != 0 or not found:
@@ -109,8 +115,9 @@ def main():
     parser.add_argument("--version", required=True)
     parser.add_argument("--pythons", required=True, help="space-separated, e.g. '3.9 3.10'")
     parser.add_argument("--platforms", required=True, help="space-separated platform tags or patterns")
-    parser.add_argument("--tools", default=os.path.dirname(sys.executable),
-                        help="the directory holding auditwheel and twine")
+    parser.add_argument(
+        "--tools", default=os.path.dirname(sys.executable), help="the directory holding auditwheel and twine"
+    )
     args = parser.parse_args()
 
     errors = []
@@ -127,9 +134,12 @@ def main():
     for python in args.pythons.split():
         tag = "cp" + python.replace(".", "")
         for platform in args.platforms.split():
-            matches = [w for w in wheels
-                       if w.startswith(f"{NAME}-{args.version}-{tag}-{tag}-")
-                       and any(fnmatch.fnmatchcase(p, platform) for p in wheel_tags(w)[2])]
+            matches = [
+                w
+                for w in wheels
+                if w.startswith(f"{NAME}-{args.version}-{tag}-{tag}-")
+                and any(fnmatch.fnmatchcase(p, platform) for p in wheel_tags(w)[2])
+            ]
             if len(matches) != 1:
                 fail(errors, f"expected one wheel for CPython {python} on {platform}, found {matches}")
             for match in matches:
@@ -139,9 +149,11 @@ def main():
             fail(errors, f"unexpected wheel {wheel}")
 
     if files:
-        twine = subprocess.run([os.path.join(args.tools, "twine"), "check", "--strict",
-                                *[os.path.join(args.dir, f) for f in files]],
-                               capture_output=True, text=True)
+        twine = subprocess.run(
+            [os.path.join(args.tools, "twine"), "check", "--strict", *[os.path.join(args.dir, f) for f in files]],
+            capture_output=True,
+            text=True,
+        )
         if twine.returncode != 0:
             fail(errors, f"twine check --strict failed:\n{twine.stdout}{twine.stderr}")
         else:

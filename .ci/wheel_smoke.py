@@ -55,15 +55,11 @@ def main():
     if cloudpickle_rs.__version__ != expected_version:
         raise SystemExit(f"__version__ {cloudpickle_rs.__version__!r}, expected {expected_version!r}")
     payload = cloudpickle_rs.dumps((lambda x: x * x, make_scaler(10), Point, Point(3, -4)))
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", RECEIVER], input=payload, capture_output=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-I", "-c", RECEIVER], input=payload, capture_output=True, timeout=120)
     if result.returncode != 0:
         sys.stderr.write(result.stderr.decode(errors="replace"))
         raise SystemExit("the receiver could not load the pickle")
-    cli = subprocess.run(
-        [sys.executable, "-I", "-m", "cloudpickle_rs", "version"], capture_output=True, timeout=120
-    )
+    cli = subprocess.run([sys.executable, "-I", "-m", "cloudpickle_rs", "version"], capture_output=True, timeout=120)
     lines = cli.stdout.decode().splitlines()
     built_for = "%d.%d" % sys.version_info[:2]
     if not (

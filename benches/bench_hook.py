@@ -18,8 +18,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import cloudpickle_rs  # noqa: E402
 from payloads import Point  # noqa: E402
+
+import cloudpickle_rs  # noqa: E402
 
 try:
     import cloudpickle

@@ -70,9 +70,7 @@ def resident_bytes():
 
 
 def foreign_pickle():
-    return subprocess.run(
-        [sys.executable, "-c", FOREIGN_SENDER], capture_output=True, check=True
-    ).stdout
+    return subprocess.run([sys.executable, "-c", FOREIGN_SENDER], capture_output=True, check=True).stdout
 
 
 def make_closure(offset):
@@ -127,8 +125,7 @@ def run(cycles, samples):
             gc.collect()
             readings.append((i, resident_bytes(), sys.getallocatedblocks()))
             print(
-                f"cycle {i:>9}: rss {readings[-1][1] / 2**20:8.2f} MiB, "
-                f"{readings[-1][2]:>9} blocks",
+                f"cycle {i:>9}: rss {readings[-1][1] / 2**20:8.2f} MiB, {readings[-1][2]:>9} blocks",
                 flush=True,
             )
             next_point += 1

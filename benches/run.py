@@ -22,19 +22,20 @@ import argparse
 import functools
 import gc
 import math
-import re
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 import os
 import pickle
+import re
+import subprocess
 import sys
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import cloudpickle_rs  # noqa: E402
 from payloads import Point, SlotPoint  # noqa: E402
+
+import cloudpickle_rs  # noqa: E402
 
 try:
     import cloudpickle
@@ -270,7 +271,7 @@ def measure(payload, out_of_band, repeat):
             buffers.clear()
             dumps(payload, **kwargs)
 
-        def load_call(data=data, buffers=list(buffers)):
+        def load_call(data=data, buffers=list(buffers)):  # noqa: B006 (a copy bound now, on purpose)
             pickle.loads(data, buffers=buffers)
 
         calls[name] = (dump_call, load_call)
@@ -342,7 +343,10 @@ def print_counted_table(results, counts):
 def print_table(results):
     names = [name for name, _ in picklers()]
     print(f"\nPython {sys.version.split()[0]}; times are best of runs, gc off; ratios are other/cloudpickle_rs")
-    header = f"{'payload':<28} {'pickler':<15} {'dumps s':>9} {'loads s':>9} {'size':>9} {'peak dumps':>11} {'dumps x':>8} {'loads x':>8}"
+    header = (
+        f"{'payload':<28} {'pickler':<15} {'dumps s':>9} {'loads s':>9} {'size':>9} {'peak dumps':>11}"
+        f" {'dumps x':>8} {'loads x':>8}"
+    )
     print(header)
     print("-" * len(header))
     for payload, rows in results.items():

@@ -7,10 +7,10 @@
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
 use crate::ffi;
-use crate::kinds::{class, code, misc, module, typevar};
+use crate::kinds::{class, code, function, misc, module, typevar};
 use crate::support::{lookup, statics, tracker};
 
 /// `_make_function(code, globals, name, argdefs, closure)`:
@@ -404,6 +404,74 @@ pub fn extract_code_globals<'py>(co: &Bound<'py, PyAny>) -> PyResult<Bound<'py, 
     Ok(names)
 }
 
+/// `_find_imported_submodules(code, top_level_dependencies)`: the submodules
+/// of the packages among the dependencies that `code` reaches by attribute
+/// names only (`import os.path` then `os.path.join`), dependency after
+/// dependency, each one's in `sys.modules` order (as upstream lists them).
+#[pyfunction]
+#[pyo3(name = "_find_imported_submodules")]
+pub fn find_imported_submodules<'py>(
+    code: &Bound<'py, PyAny>,
+    top_level_dependencies: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = code.py();
+    let found = PyList::empty(py);
+    for dependency in top_level_dependencies.try_iter()? {
+        let referenced = PyDict::new(py);
+        referenced.set_item(0, dependency?)?;
+        let submodules = function::imported_submodules(code, Some(&referenced), None)?;
+        if submodules.is_none() {
+            continue;
+        }
+        // Ours come sorted by name.
+        let mut unlisted: Vec<Bound<'py, PyAny>> =
+            submodules.try_iter()?.collect::<PyResult<_>>()?;
+        for (_, module) in lookup::sys_modules(py)?.copy()?.iter() {
+            if let Some(at) = unlisted.iter().position(|m| m.is(&module)) {
+                found.append(unlisted.swap_remove(at))?;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `_extract_class_dict(cls)`: the class's own attributes (those not
+/// identical to a base's), sorted by name as upstream's.
+#[pyfunction]
+#[pyo3(name = "_extract_class_dict")]
+pub fn extract_class_dict<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
+    let py = cls.py();
+    let attributes = class::own_attributes(cls)?;
+    let names = attributes.keys();
+    names.sort()?;
+    let sorted = PyDict::new(py);
+    for name in names.iter() {
+        if let Some(value) = attributes.get_item(&name)? {
+            sorted.set_item(name, value)?;
+        }
+    }
+    Ok(sorted)
+}
+
+/// `_get_bases(typ)`: `__orig_bases__` when the class itself defines it
+/// (PEP 560), else `__bases__`.
+#[pyfunction]
+#[pyo3(name = "_get_bases")]
+pub fn get_bases<'py>(typ: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+    class::bases_of(typ)
+}
+
+/// `_get_cell_contents(cell)`: the cell's value, or upstream's
+/// `_empty_cell_value` for an empty cell.
+#[pyfunction]
+#[pyo3(name = "_get_cell_contents")]
+pub fn get_cell_contents<'py>(cell: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    match ffi::cell_contents(cell)? {
+        Some(value) => Ok(value),
+        None => Ok(statics::empty_cell_value(cell.py())?.clone()),
+    }
+}
+
 /// Adds the functions above to `module`.
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(make_function, module)?)?;
@@ -426,5 +494,9 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(is_registered_pickle_by_value, module)?)?;
     module.add_function(wrap_pyfunction!(should_pickle_by_reference, module)?)?;
     module.add_function(wrap_pyfunction!(extract_code_globals, module)?)?;
+    module.add_function(wrap_pyfunction!(find_imported_submodules, module)?)?;
+    module.add_function(wrap_pyfunction!(extract_class_dict, module)?)?;
+    module.add_function(wrap_pyfunction!(get_bases, module)?)?;
+    module.add_function(wrap_pyfunction!(get_cell_contents, module)?)?;
     Ok(())
 }

@@ -184,7 +184,7 @@ fn explain_failure(error: &PyErr, obj: &Bound<'_, PyAny>, pickler: &Bound<'_, Py
 struct ReducerOverride;
 impl ffi::MethO for ReducerOverride {
     const NAME: &'static CStr = c"reducer_override";
-    const DOC: &'static CStr = c"reducer_override(obj)\n--\n\nReduce functions, classes, code objects, cells, methods and modules as cloudpickle does; NotImplemented for everything else.";
+    const DOC: &'static CStr = c"reducer_override($self, obj, /)\n--\n\nReduce functions, classes, code objects, cells, methods and modules as cloudpickle does; NotImplemented for everything else.";
     fn call<'py>(slf: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         hook::reducer_override(slf, obj)
     }
@@ -194,7 +194,7 @@ struct Dump;
 impl ffi::MethO for Dump {
     const NAME: &'static CStr = c"dump";
     const DOC: &'static CStr =
-        c"dump(obj)\n--\n\nWrite a pickled representation of obj to the open file.";
+        c"dump($self, obj, /)\n--\n\nWrite a pickled representation of obj to the open file.";
     fn call<'py>(slf: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         pickler_dump(slf, obj)
     }

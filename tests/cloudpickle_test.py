@@ -89,8 +89,7 @@ def test_nested_function_goes_by_value_to_a_fresh_receiver():
     )
     assert out.splitlines() == [
         "Hello, Ada!?7",
-        "test_nested_function_goes_by_value_to_a_fresh_receiver."
-        "<locals>.make_greeter.<locals>.greet",
+        "test_nested_function_goes_by_value_to_a_fresh_receiver.<locals>.make_greeter.<locals>.greet",
     ]
 
 
@@ -523,7 +522,7 @@ def test_cells_round_trip():
     assert isinstance(empty, types.CellType)
     assert filled.cell_contents == ["payload"]
     with pytest.raises(ValueError):
-        empty.cell_contents
+        empty.cell_contents  # noqa: B018 (reading it is the test)
 
 
 def test_bound_method_of_importable_class():
@@ -535,9 +534,7 @@ def test_bound_method_of_importable_class():
 
 
 def test_bound_method_whose_func_is_a_lambda():
-    method = types.MethodType(
-        lambda self, y: self.base + y, types.SimpleNamespace(base=10)
-    )
+    method = types.MethodType(lambda self, y: self.base + y, types.SimpleNamespace(base=10))
     loaded = roundtrip(method)
     assert isinstance(loaded, types.MethodType)
     assert loaded(5) == 15
@@ -558,9 +555,7 @@ def test_staticmethod_and_classmethod_objects():
     assert Host().c(2) == ("Host", 2)
 
 
-@pytest.mark.parametrize(
-    "obj", [len, print, str.upper, dict.get], ids=lambda o: o.__qualname__
-)
+@pytest.mark.parametrize("obj", [len, print, str.upper, dict.get], ids=lambda o: o.__qualname__)
 def test_builtins_and_method_descriptors_by_reference(obj):
     payload = cloudpickle_rs.dumps(obj)
     assert pickle.loads(payload) is obj
@@ -858,9 +853,7 @@ def pickles_under_two_hash_seeds(tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize(
-    "name", ["function with globals, defaults and kwdefaults", "closure", "lambda"]
-)
+@pytest.mark.parametrize("name", ["function with globals, defaults and kwdefaults", "closure", "lambda"])
 def test_same_bytes_under_different_hash_seeds(pickles_under_two_hash_seeds, name):
     first, second = pickles_under_two_hash_seeds
     assert first[name] == second[name]
@@ -894,9 +887,7 @@ def _chain_recursive():
     return fib
 
 
-@pytest.mark.parametrize(
-    "factory", [_chain_lambda, _chain_closure_over_globals, _chain_recursive]
-)
+@pytest.mark.parametrize("factory", [_chain_lambda, _chain_closure_over_globals, _chain_recursive])
 def test_pickling_a_loaded_function_gives_the_same_bytes(factory):
     func = factory()
     payload = cloudpickle_rs.dumps(func)

@@ -220,11 +220,7 @@ def collector(sandbox):
 
 
 def public_callables():
-    return {
-        name
-        for name in dir(_native)
-        if not name.startswith("__") and callable(getattr(_native, name))
-    }
+    return {name for name in dir(_native) if not name.startswith("__") and callable(getattr(_native, name))}
 
 
 def code_args_of(code):
@@ -283,19 +279,77 @@ def object_pool():
     module.value = 1
     sys.modules[module.__name__] = module
     return [
-        closure, outer, lambda: 0, closure.__closure__[0], closure.__code__,
-        outer.__code__, (lambda: 0).__code__, _native.make_cell(), _native.make_cell(5),
-        Plain, Plain(), Plain().method, Slotted, Slotted(), Meta, WithMeta, WithMeta(),
-        Color, Color.RED, Flags, Flags.A | Flags.B, MyError, MyError("boom"), Point, Point(1),
-        module, types.ModuleType, types.FunctionType, type, object, int, str, bytes, tuple,
-        dict, list, frozenset, len, enum.Enum, enum.EnumMeta, typing.TypeVar, typing.TypeVar("T"),
-        typing.Generic, io.StringIO("text"), io.BytesIO(b"data"), {}.keys(), {1: 2}.values(),
-        {1: 2}.items(), collections.OrderedDict(a=1), range(3), property(lambda s: 1),
-        staticmethod(len), classmethod(len), object(), NotImplemented, Ellipsis,
-        float("nan"), float("inf"), bytearray(b"ab"), memoryview(b"ab"), ValueError,
-        BaseException, KeyboardInterrupt, SystemExit, StopIteration, _native.make_function,
-        _native.SortedFrozenSet, dataclasses.field(), functools.partial(len),
-        _native.Pickler(io.BytesIO()), pickle.PickleBuffer(b"buffer"),
+        closure,
+        outer,
+        lambda: 0,
+        closure.__closure__[0],
+        closure.__code__,
+        outer.__code__,
+        (lambda: 0).__code__,
+        _native.make_cell(),
+        _native.make_cell(5),
+        Plain,
+        Plain(),
+        Plain().method,
+        Slotted,
+        Slotted(),
+        Meta,
+        WithMeta,
+        WithMeta(),
+        Color,
+        Color.RED,
+        Flags,
+        Flags.A | Flags.B,
+        MyError,
+        MyError("boom"),
+        Point,
+        Point(1),
+        module,
+        types.ModuleType,
+        types.FunctionType,
+        type,
+        object,
+        int,
+        str,
+        bytes,
+        tuple,
+        dict,
+        list,
+        frozenset,
+        len,
+        enum.Enum,
+        enum.EnumMeta,
+        typing.TypeVar,
+        typing.TypeVar("T"),
+        typing.Generic,
+        io.StringIO("text"),
+        io.BytesIO(b"data"),
+        {}.keys(),
+        {1: 2}.values(),
+        {1: 2}.items(),
+        collections.OrderedDict(a=1),
+        range(3),
+        property(lambda s: 1),
+        staticmethod(len),
+        classmethod(len),
+        object(),
+        NotImplemented,
+        Ellipsis,
+        float("nan"),
+        float("inf"),
+        bytearray(b"ab"),
+        memoryview(b"ab"),
+        ValueError,
+        BaseException,
+        KeyboardInterrupt,
+        SystemExit,
+        StopIteration,
+        _native.make_function,
+        _native.SortedFrozenSet,
+        dataclasses.field(),
+        functools.partial(len),
+        _native.Pickler(io.BytesIO()),
+        pickle.PickleBuffer(b"buffer"),
     ]
 
 
@@ -303,11 +357,40 @@ def object_pool():
 ALPHABET = "abcxyz_.-0123456789 \x00\n\xe9\u20ac\U0001f600\udcff"
 HUGE_INTS = [2**31, -(2**31) - 1, 2**32, 2**63, -(2**63) - 1, 2**64, 2**1000, -(2**1000), 10**400]
 STRINGS = [
-    "", "\x00", "\udcff", "a.b", "..", "x" * 1000, "__init__", "__dict__", "__class__",
-    "__slots__", "__module__", "__qualname__", "__code__", "__globals__", "__builtins__",
-    "_abc_impl", "_FIELD", "_FIELD_CLASSVAR", "_FIELD_INITVAR", "keys", "values", "items",
-    "Enum", "math", "enum", "builtins", "fuzz_pool_module", "FunctionType", "CodeType",
-    "ClassType", "ModuleType", "__main__", "id-1", "__firstlineno__",
+    "",
+    "\x00",
+    "\udcff",
+    "a.b",
+    "..",
+    "x" * 1000,
+    "__init__",
+    "__dict__",
+    "__class__",
+    "__slots__",
+    "__module__",
+    "__qualname__",
+    "__code__",
+    "__globals__",
+    "__builtins__",
+    "_abc_impl",
+    "_FIELD",
+    "_FIELD_CLASSVAR",
+    "_FIELD_INITVAR",
+    "keys",
+    "values",
+    "items",
+    "Enum",
+    "math",
+    "enum",
+    "builtins",
+    "fuzz_pool_module",
+    "FunctionType",
+    "CodeType",
+    "ClassType",
+    "ModuleType",
+    "__main__",
+    "id-1",
+    "__firstlineno__",
 ]
 
 
@@ -329,8 +412,7 @@ def hostile_values():
         st.integers(0, len(pool) - 1).map(pool.__getitem__),
         st.sampled_from([_native.PYTHON_VERSION, (3, 8), (99, 0), (3,), ()]),
     )
-    hashable = st.one_of(st.none(), st.integers(), st.text(alphabet=ALPHABET, max_size=8),
-                         st.sampled_from(STRINGS))
+    hashable = st.one_of(st.none(), st.integers(), st.text(alphabet=ALPHABET, max_size=8), st.sampled_from(STRINGS))
 
     def extend(children):
         return st.one_of(
@@ -432,6 +514,10 @@ def entry_points(pool):
         "_is_registered_pickle_by_value": [(module,)],
         "_should_pickle_by_reference": [(len,), (module,)],
         "_extract_code_globals": [(code,)],
+        "_find_imported_submodules": [(code, [module, sys]), (code, ())],
+        "_extract_class_dict": [(plain_cls,), (color_cls,)],
+        "_get_bases": [(plain_cls,), (color_cls,)],
+        "_get_cell_contents": [(cell,), (n.make_cell(),)],
         "dumps": [(closure,), (plain_cls, 5)],
         "dump": [(closure, io.BytesIO())],
         "register_pickle_by_value": [(module,)],
@@ -440,11 +526,7 @@ def entry_points(pool):
         "SortedFrozenSet": [([1, 2],)],
     }
     # A build without one of these (an older one) just does not fuzz it.
-    points = {
-        name: [(name, getattr(_native, name), args)]
-        for name, args in simple.items()
-        if hasattr(_native, name)
-    }
+    points = {name: [(name, getattr(_native, name), args)] for name, args in simple.items() if hasattr(_native, name)}
     points["Pickler"] = [
         ("Pickler", _native.Pickler, [(io.BytesIO(),), (io.BytesIO(), 2)]),
         ("Pickler().reducer_override", pickler.reducer_override, [(closure,), (code,), (color_cls,)]),
@@ -474,8 +556,21 @@ def call_cases(points, values, code_tuples):
 
     flat = [(label, fn, valid) for entries in points.values() for label, fn, valid in entries]
     kwarg_names = st.sampled_from(
-        ["code", "globals", "name", "qualname", "closure", "state", "obj", "protocol",
-         "is_ordered", "buffer_callback", "value", "module", "x"]
+        [
+            "code",
+            "globals",
+            "name",
+            "qualname",
+            "closure",
+            "state",
+            "obj",
+            "protocol",
+            "is_ordered",
+            "buffer_callback",
+            "value",
+            "module",
+            "x",
+        ]
     )
     arg = st.one_of(values, code_tuples)
 
@@ -529,7 +624,7 @@ def run_calls(seed, cases, verbose):
 # Part 2: mutated pickles.
 
 PAYLOAD_MODULE = "fuzz_payload"
-PAYLOAD_SOURCE = '''
+PAYLOAD_SOURCE = """
 import enum
 
 SCALE = 3
@@ -548,7 +643,7 @@ class Square(Shape):
 class Suit(enum.Enum):
     HEARTS = "h"
     SPADES = "s"
-'''
+"""
 
 
 def payload_module():
@@ -631,9 +726,26 @@ def corpus_objects():
     payload = sys.modules[PAYLOAD_MODULE]
     lam = lambda a, b=2, *rest, c=3, **kw: (a, b, rest, c, kw)  # noqa: E731
     everything = [
-        add, twice(add), countdown, lam, Animal, Bird, Bird("tweety"), Animal("rex").describe,
-        Pair(1, [2]), Pair, Config("y", 2), Failure("bad", 1), Color, Color.GREEN, Perm.R | Perm.W,
-        dynamic, payload.scale, payload.Square(), payload.Suit.SPADES, {"k": 1}.keys(),
+        add,
+        twice(add),
+        countdown,
+        lam,
+        Animal,
+        Bird,
+        Bird("tweety"),
+        Animal("rex").describe,
+        Pair(1, [2]),
+        Pair,
+        Config("y", 2),
+        Failure("bad", 1),
+        Color,
+        Color.GREEN,
+        Perm.R | Perm.W,
+        dynamic,
+        payload.scale,
+        payload.Square(),
+        payload.Suit.SPADES,
+        {"k": 1}.keys(),
         {"k": add}.items(),
     ]
     return everything + [everything]
@@ -670,8 +782,24 @@ def _shape(value):
     return (type(value).__name__, repr(value))
 
 
-DENIED_MODULES = {"os", "sys", "posix", "subprocess", "shutil", "io", "builtins", "importlib",
-                  "ctypes", "socket", "signal", "marshal", "pickle", "gc", "runpy", "code"}
+DENIED_MODULES = {
+    "os",
+    "sys",
+    "posix",
+    "subprocess",
+    "shutil",
+    "io",
+    "builtins",
+    "importlib",
+    "ctypes",
+    "socket",
+    "signal",
+    "marshal",
+    "pickle",
+    "gc",
+    "runpy",
+    "code",
+}
 
 
 class Allowed:
@@ -782,8 +910,16 @@ def restricted_unpickler(allowed, sandbox):
     return Unpickler
 
 
-FUNCTION_STATE = ("__dict__", "__module__", "__doc__", "__defaults__", "__kwdefaults__",
-                  "__annotations__", "__name__", "__qualname__")
+FUNCTION_STATE = (
+    "__dict__",
+    "__module__",
+    "__doc__",
+    "__defaults__",
+    "__kwdefaults__",
+    "__annotations__",
+    "__name__",
+    "__qualname__",
+)
 
 
 class Restorer:
@@ -897,9 +1033,11 @@ def mutated_pickles(pickles):
         for _ in range(draw(st.integers(1, 4))):
             if not data:
                 break
-            kind = draw(st.sampled_from(
-                ["flip", "byte", "truncate", "insert", "delete", "opcode", "int", "duplicate", "splice"]
-            ))
+            kind = draw(
+                st.sampled_from(
+                    ["flip", "byte", "truncate", "insert", "delete", "opcode", "int", "duplicate", "splice"]
+                )
+            )
             pos = draw(st.integers(0, len(data) - 1))
             if kind == "flip":
                 data[pos] ^= 1 << draw(st.integers(0, 7))
@@ -908,10 +1046,11 @@ def mutated_pickles(pickles):
             elif kind == "truncate":
                 del data[pos:]
             elif kind == "insert":
-                data[pos:pos] = draw(st.one_of(st.binary(min_size=1, max_size=8),
-                                               st.sampled_from(OPCODES).map(lambda b: bytes([b]))))
+                data[pos:pos] = draw(
+                    st.one_of(st.binary(min_size=1, max_size=8), st.sampled_from(OPCODES).map(lambda b: bytes([b])))
+                )
             elif kind == "delete":
-                del data[pos:pos + draw(st.integers(1, 16))]
+                del data[pos : pos + draw(st.integers(1, 16))]
             elif kind == "opcode":
                 ops = [p for p in positions[base] if p < len(data)] or [pos]
                 pos = draw(st.sampled_from(ops))
@@ -919,7 +1058,7 @@ def mutated_pickles(pickles):
             elif kind == "int":
                 width = draw(st.sampled_from([1, 2, 4, 8]))
                 value = draw(st.sampled_from(INTERESTING_INTS)) & ((1 << (8 * width)) - 1)
-                data[pos:pos + width] = value.to_bytes(width, "little")
+                data[pos : pos + width] = value.to_bytes(width, "little")
             elif kind == "duplicate":
                 end = min(len(data), pos + draw(st.integers(1, 64)))
                 at = draw(st.integers(0, len(data)))
@@ -927,7 +1066,7 @@ def mutated_pickles(pickles):
             else:
                 other = draw(st.sampled_from(pickles))
                 start = draw(st.integers(0, len(other) - 1))
-                data[pos:pos + draw(st.integers(1, 64))] = other[start:start + draw(st.integers(1, 64))]
+                data[pos : pos + draw(st.integers(1, 64))] = other[start : start + draw(st.integers(1, 64))]
             steps.append((kind, pos))
         return steps, bytes(data)
 
@@ -1020,8 +1159,11 @@ def run_chunk(part, seed, count, workdir):
     timeout = 120 + count * 0.05
     try:
         result = subprocess.run(
-            worker_command(part, seed, count), capture_output=True, text=True,
-            timeout=timeout, cwd=workdir,
+            worker_command(part, seed, count),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=workdir,
         )
     except subprocess.TimeoutExpired:
         return None, f"worker timed out after {timeout:.0f}s"
@@ -1047,8 +1189,7 @@ def driver(cases, chunk, seed, jobs):
     done = collections.Counter()
     failures = []
     print(f"fuzz: seed {seed}, {cases} cases in {len(plan)} workers", flush=True)
-    with tempfile.TemporaryDirectory(prefix="cprs_fuzz_") as workdir, \
-            ThreadPoolExecutor(max_workers=jobs) as pool:
+    with tempfile.TemporaryDirectory(prefix="cprs_fuzz_") as workdir, ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [(p, pool.submit(run_chunk, *p, workdir)) for p in plan]
         for (part, chunk_seed, count), future in futures:
             result, problem = future.result()

@@ -90,9 +90,7 @@ def test_buffer_callback_needs_protocol_5(protocol):
     with pytest.raises(ValueError):
         cloudpickle_rs.dumps(1, protocol=protocol, buffer_callback=list().append)
     with pytest.raises(ValueError):
-        cloudpickle_rs.dump(
-            1, io.BytesIO(), protocol=protocol, buffer_callback=list().append
-        )
+        cloudpickle_rs.dump(1, io.BytesIO(), protocol=protocol, buffer_callback=list().append)
 
 
 @pytest.mark.parametrize("name", ["dumps", "dump"])

@@ -517,7 +517,8 @@ def test_descriptors_views_and_small_types():
             okeys=od.keys(), ovalues=od.values(), oitems=od.items(),
             weakset=weakref.WeakSet(members), members=members,
             logger=logging.getLogger("app.sub"), root=logging.getLogger(),
-            view=memoryview(b"abc"), types=(type(None), type(...), type(NotImplemented), types.FunctionType, types.CodeType),
+            view=memoryview(b"abc"),
+            types=(type(None), type(...), type(NotImplemented), types.FunctionType, types.CodeType),
         )
         """,
         """
@@ -529,7 +530,8 @@ def test_descriptors_views_and_small_types():
         assert type(o["acm"]) is abc.abstractclassmethod and type(o["asm"]) is abc.abstractstaticmethod
         assert o["getset"] is type.__dict__["__dict__"]
         assert type(o["proxy"]) is types.MappingProxyType and dict(o["proxy"]) == {"x": 1}
-        assert list(o["keys"]) == ["k", "j"] and list(o["values"]) == [1, 2] and list(o["items"]) == [("k", 1), ("j", 2)]
+        assert list(o["keys"]) == ["k", "j"] and list(o["values"]) == [1, 2]
+        assert list(o["items"]) == [("k", 1), ("j", 2)]
         assert type(o["okeys"]).__name__ == "odict_keys" and list(o["oitems"]) == [("a", 1), ("b", 2)]
         assert len(o["weakset"]) == 2
         assert o["logger"] is logging.getLogger("app.sub") and o["root"] is logging.getLogger()
@@ -688,7 +690,8 @@ def test_getset_descriptor_loads_as_itself():
 def test_dataclass_missing_is_the_receivers():
     roundtrip(
         "import dataclasses\nobjs = (dataclasses.MISSING, getattr(dataclasses, 'KW_ONLY', None))",
-        "import dataclasses\nassert objs[0] is dataclasses.MISSING and objs[1] is getattr(dataclasses, 'KW_ONLY', None)",
+        "import dataclasses\n"
+        "assert objs[0] is dataclasses.MISSING and objs[1] is getattr(dataclasses, 'KW_ONLY', None)",
     )
 
 
@@ -801,16 +804,20 @@ def test_pydantic_model_in_main():
 
 def test_same_behaviour_as_upstream_for_classes():
     import cloudpickle
+
     import cloudpickle_rs
 
     def make():
         class Counter:
             start = 10
+
             def __init__(self):
                 self.n = self.start
+
             def bump(self, by=1):
                 self.n += by
                 return self.n
+
         return Counter
 
     Counter = make()

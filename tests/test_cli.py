@@ -53,7 +53,7 @@ def test_an_unknown_command_exits_2_naming_the_commands():
     assert code == 2 and out == ""
     assert "invalid choice: 'bogus'" in err
     # The choices are listed (quoted or not, depending on the Python version).
-    choices = err[err.index("choose from"):]
+    choices = err[err.index("choose from") :]
     for command in COMMANDS:
         assert command in choices
 
@@ -86,7 +86,7 @@ def test_demo_states_every_ratio_in_words_one_way():
     code, out, err = cli("demo", "--number", "20")
     assert code == 0, err
     assert "time per dumps (best of 5 runs of 20 calls)" in out
-    timing = out[out.index("time per dumps"):].splitlines()[1:]
+    timing = out[out.index("time per dumps") :].splitlines()[1:]
     ratios = [line for line in timing if re.search(r"\d\.\d+x", line)]
     # cloudpickle against the 3 functions and the data, pickle against the data
     # (it cannot pickle the functions); the test extra installs cloudpickle.

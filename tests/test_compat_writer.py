@@ -15,8 +15,8 @@ import tempfile
 import textwrap
 
 import pytest
-
 from test_upstream_compat import HIDE_UPSTREAM, isolated_header
+
 from testutils import TIMEOUT, SubprocessFailure, run_python
 
 UPSTREAM_VERSION = "3.1.2"
@@ -35,13 +35,26 @@ def upstream_python(tmp_path_factory):
     python = str(venv / "bin" / "python")
     # This interpreter's pip installs into the new venv, from pip's cache when it can.
     installed = _run(
-        [sys.executable, "-m", "pip", "--python", python, "install", "-q",
-         "--disable-pip-version-check", f"cloudpickle=={UPSTREAM_VERSION}"]
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            python,
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"cloudpickle=={UPSTREAM_VERSION}",
+        ]
     )
     assert installed.returncode == 0, installed.stderr.decode()
     probe = _run(
-        [python, "-c", "import cloudpickle, importlib.util; "
-         "print(cloudpickle.__version__, importlib.util.find_spec('cloudpickle_rs'))"],
+        [
+            python,
+            "-c",
+            "import cloudpickle, importlib.util; "
+            "print(cloudpickle.__version__, importlib.util.find_spec('cloudpickle_rs'))",
+        ],
         env=receiver_env(),
     )
     assert probe.stdout.decode().split() == [UPSTREAM_VERSION, "None"], probe.stderr.decode()

@@ -6,6 +6,9 @@ What a user sees is checked: the traceback text (the message, and on 3.11+
 the exception's notes), on every Python version.
 """
 
+import abc
+import enum
+import functools
 import io
 import pickle
 import re
@@ -141,17 +144,13 @@ def test_closure_variable():
     def task():
         return conn
 
-    assert_explained(
-        task, LOCK_TYPE, "test_closure_variable.<locals>.task.<closure conn>.lock"
-    )
+    assert_explained(task, LOCK_TYPE, "test_closure_variable.<locals>.task.<closure conn>.lock")
 
 
 def test_function_global():
     task = lambda: CONN.lock  # noqa: E731
 
-    assert_explained(
-        task, LOCK_TYPE, "test_function_global.<locals>.<lambda>.__globals__['CONN'].lock"
-    )
+    assert_explained(task, LOCK_TYPE, "test_function_global.<locals>.<lambda>.__globals__['CONN'].lock")
 
 
 def test_global_of_a_function_in_a_closure():
@@ -164,8 +163,7 @@ def test_global_of_a_function_in_a_closure():
     assert_explained(
         outer,
         LOCK_TYPE,
-        "test_global_of_a_function_in_a_closure.<locals>.outer"
-        ".<closure inner>.__globals__['CONN'].lock",
+        "test_global_of_a_function_in_a_closure.<locals>.outer.<closure inner>.__globals__['CONN'].lock",
     )
 
 
@@ -173,9 +171,7 @@ def test_local_class_attribute():
     class Service:
         guard = threading.Lock()
 
-    assert_explained(
-        Service, LOCK_TYPE, "test_local_class_attribute.<locals>.Service.__dict__['guard']"
-    )
+    assert_explained(Service, LOCK_TYPE, "test_local_class_attribute.<locals>.Service.__dict__['guard']")
 
 
 def test_local_class_method_global():
@@ -186,8 +182,56 @@ def test_local_class_method_global():
     assert_explained(
         Service,
         LOCK_TYPE,
-        "test_local_class_method_global.<locals>.Service"
-        ".__dict__['run'].__globals__['CONN'].lock",
+        "test_local_class_method_global.<locals>.Service.__dict__['run'].__globals__['CONN'].lock",
+    )
+
+
+def test_method_of_a_local_enum():
+    class Mode(enum.Enum):
+        FAST = 1
+
+        def connection(self):
+            return CONN
+
+    assert_explained(
+        Mode,
+        LOCK_TYPE,
+        "test_method_of_a_local_enum.<locals>.Mode.__dict__['connection'].__globals__['CONN'].lock",
+    )
+
+
+def test_value_of_a_local_enum_member():
+    class Mode(enum.Enum):
+        FAST = Holder(CONN)
+
+    assert_explained(Mode, LOCK_TYPE, "test_value_of_a_local_enum_member.<locals>.Mode.FAST.value.payload.lock")
+
+
+def test_virtual_subclass_of_a_local_abc():
+    class Interface(abc.ABC):
+        @abc.abstractmethod
+        def serve(self): ...
+
+    class Service:
+        guard = threading.Lock()
+
+    Interface.register(Service)
+    assert_explained(
+        Interface,
+        LOCK_TYPE,
+        "test_virtual_subclass_of_a_local_abc.<locals>.Interface.<registered subclass 0>.__dict__['guard']",
+    )
+
+
+def test_global_of_a_local_singledispatch_function():
+    @functools.singledispatch
+    def handle(value):
+        return CONN
+
+    assert_explained(
+        handle,
+        LOCK_TYPE,
+        "test_global_of_a_local_singledispatch_function.<locals>.handle.<arg 0>.__globals__['CONN'].lock",
     )
 
 
@@ -246,16 +290,14 @@ def test_tuple_in_list_in_instance():
 
 
 def test_default_argument():
-    def task(x, conn=Connection()):
+    def task(x, conn=Connection()):  # noqa: B008 (the unpicklable default is the point)
         return x
 
-    assert_explained(
-        task, LOCK_TYPE, "test_default_argument.<locals>.task.__defaults__[0].lock"
-    )
+    assert_explained(task, LOCK_TYPE, "test_default_argument.<locals>.task.__defaults__[0].lock")
 
 
 def test_keyword_only_default():
-    def task(*, retries=3, conn=Connection()):
+    def task(*, retries=3, conn=Connection()):  # noqa: B008 (the unpicklable default is the point)
         return retries
 
     assert_explained(

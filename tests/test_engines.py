@@ -25,9 +25,12 @@ from testutils import MAKE_PAIR, subprocess_env, subprocess_loads
 
 ENGINE_TIMEOUT = 240
 
-SHARED_CELL = MAKE_PAIR + """
+SHARED_CELL = (
+    MAKE_PAIR
+    + """
 put, get = make_pair()
 """
+)
 
 LOOPBACK_ENV = {
     "SPARK_LOCAL_IP": "127.0.0.1",
@@ -209,9 +212,7 @@ def test_srsly_pickles_with_cloudpickle_rs(tmp_path, order):
     pytest.importorskip("srsly")
     switched, payload, restored = run_driver(tmp_path, SRSLY_DRIVER, order)
     assert (switched, restored) == ("True", "False")
-    out = subprocess_loads(
-        bytes.fromhex(payload), "import srsly\nprint(srsly.pickle_loads(data)(5))"
-    )
+    out = subprocess_loads(bytes.fromhex(payload), "import srsly\nprint(srsly.pickle_loads(data)(5))")
     assert out.split() == ["5"]
 
 

@@ -13,15 +13,11 @@ import pytest
 from testutils import TESTS_DIR
 
 HARNESS = f"{TESTS_DIR}/fuzz_reconstructors.py"
-SUMMARY = re.compile(
-    r"^fuzz passed: (\d+) of (\d+) cases \(calls (\d+), pickles (\d+)\) without a crash", re.M
-)
+SUMMARY = re.compile(r"^fuzz passed: (\d+) of (\d+) cases \(calls (\d+), pickles (\d+)\) without a crash", re.M)
 
 
 def run_harness(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, HARNESS, *args], capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, HARNESS, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_short_fuzz_run_passes():

@@ -57,8 +57,7 @@ def shipped(report, kind, qualname):
 def referenced(report):
     """{"module.name" or "module": how} for every reference in the report."""
     return {
-        (r["module"] if r["name"] is None else f"{r['module']}.{r['name']}"): r["how"]
-        for r in report["references"]
+        (r["module"] if r["name"] is None else f"{r['module']}.{r['name']}"): r["how"] for r in report["references"]
     }
 
 
@@ -317,8 +316,14 @@ def system_call_pickles(command):
         return b"\x8c" + bytes([len(data)]) + data + b"\x94"
 
     by_stack_global = (
-        b"\x80\x04" + short_str("os") + short_str("system") + b"\x93\x94"
-        + b"\x8c" + bytes([len(command)]) + command.encode() + b"\x94\x85\x94R\x94."
+        b"\x80\x04"
+        + short_str("os")
+        + short_str("system")
+        + b"\x93\x94"
+        + b"\x8c"
+        + bytes([len(command)])
+        + command.encode()
+        + b"\x94\x85\x94R\x94."
     )
     return {"GLOBAL": by_global, "STACK_GLOBAL": by_stack_global}
 
@@ -340,8 +345,7 @@ def test_os_system_is_reported_and_not_executed(tmp_path, how):
     assert not marker.exists()
 
     # The payload is live: loading it does run the command.
-    loaded = run_python(["-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
-                        input=payload)
+    loaded = run_python(["-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"], input=payload)
     assert loaded.returncode == 0, loaded.stderr.decode()
     assert marker.exists()
 
@@ -357,17 +361,16 @@ def test_referenced_module_is_not_imported(tmp_path):
     assert referenced(report)["trap.value"] == "GLOBAL"
     assert not marker.exists()
 
-    loaded = run_python(["-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
-                        input=payload, sys_path=[package])
+    loaded = run_python(
+        ["-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"], input=payload, sys_path=[package]
+    )
     assert loaded.returncode == 0, loaded.stderr.decode()
     assert marker.exists()
 
 
 def test_import_through_builtins_is_not_covered_by_allowing_builtins():
     # getattr(__import__("os"), "system")("true"), all globals in builtins.
-    payload = (
-        b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR(S'true'\ntR."
-    )
+    payload = b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR(S'true'\ntR."
     report = inspect_json(payload)
     refs = referenced(report)
     assert refs["os"] == "import"

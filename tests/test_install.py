@@ -14,13 +14,15 @@ import sys
 import textwrap
 
 import pytest
-
 from test_upstream_compat import HIDE_UPSTREAM
+
 from testutils import MAKE_PAIR, TIMEOUT, run_python, run_script, subprocess_env
 
 ENV_VAR = "CLOUDPICKLE_RS_INSTALL"
 
-SHARED_CELL_HELPERS = MAKE_PAIR + """
+SHARED_CELL_HELPERS = (
+    MAKE_PAIR
+    + """
 import pickle
 
 def keeps_shared_cell(payload):
@@ -28,6 +30,7 @@ def keeps_shared_cell(payload):
     put("set")
     return get() == "set"
 """
+)
 
 
 def upstream_package_dir():
@@ -385,9 +388,7 @@ def load_without_upstream(tmp_path, pickle_path, *, install):
     return run_python([str(loader), str(pickle_path), upstream_package_dir()])
 
 
-@pytest.mark.parametrize(
-    "protocol, flavour", [(5, "cloudpickle"), (4, "cloudpickle"), (2, "fast")]
-)
+@pytest.mark.parametrize("protocol, flavour", [(5, "cloudpickle"), (4, "cloudpickle"), (2, "fast")])
 def test_upstream_pickles_load_through_ours_without_upstream(tmp_path, protocol, flavour):
     pickle_path = write_upstream_pickle(tmp_path, protocol, flavour)
     result = load_without_upstream(tmp_path, pickle_path, install=True)
@@ -449,8 +450,7 @@ PTH_NAME = "cloudpickle_rs_autoinstall.pth"
 def test_pth_is_installed_in_site_packages():
     site_dirs = site.getsitepackages() + [site.getusersitepackages()]
     assert any(os.path.isfile(os.path.join(d, PTH_NAME)) for d in site_dirs), (
-        f"{PTH_NAME} is not in {site_dirs}: reinstall the package "
-        "(maturin develop / pip install .) to get it"
+        f"{PTH_NAME} is not in {site_dirs}: reinstall the package (maturin develop / pip install .) to get it"
     )
 
 

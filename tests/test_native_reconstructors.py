@@ -15,56 +15,36 @@ import pytest
 
 import cloudpickle_rs
 from cloudpickle_rs import _native
+from cloudpickle_rs._trust import UPSTREAM_RECONSTRUCTORS
 
-RECONSTRUCTORS = [
-    "make_function",
-    "function_setstate",
-    "make_code",
-    "make_cell",
-    "cell_set",
-    "make_method",
-    "subimport",
-    "make_module",
-    "module_setstate",
-    "builtin_type",
-    "make_type_parameter",
-    "make_class",
-    "make_enum",
-    "class_setstate",
-    "class_dict_item",
-    "make_dict_view",
-    "dataclass_field_type",
-    "make_exception",
-    "make_text_file",
-    "make_lru_cache",
-    "make_singledispatch",
-    "make_singledispatchmethod",
-    "make_context_var",
-    "make_traceback",
-    "reconstructor",
-    "_tracked",  # what the restricted loader asks before a class is made
-    # upstream cloudpickle's names (src/compat.rs)
-    "_make_function",
-    "_function_setstate",
-    "_make_empty_cell",
-    "_make_cell",
-    "dynamic_subimport",
-    "_make_skeleton_class",
-    "_lookup_class_or_track",
-    "_make_skeleton_enum",
-    "_class_setstate",
-    "_make_typevar",
-    "_make_dict_keys",
-    "_make_dict_values",
-    "_make_dict_items",
-    "_file_reconstructor",
-    "_get_dataclass_field_type_sentinel",
+#: Upstream cloudpickle's private pickling-side helpers, served natively
+#: (src/compat.rs); its load-side names are ``_trust.UPSTREAM_RECONSTRUCTORS``.
+UPSTREAM_HELPERS = [
     "_whichmodule",
     "_lookup_module_and_qualname",
     "_is_registered_pickle_by_value",
     "_should_pickle_by_reference",
     "_extract_code_globals",
+    "_find_imported_submodules",
+    "_extract_class_dict",
+    "_get_bases",
+    "_get_cell_contents",
 ]
+
+#: Every function of the extension that takes arguments from anyone: our
+#: reconstructors, what hands them out, what the restricted loader asks
+#: before a class is made, and upstream's names.
+RECONSTRUCTORS = list(
+    dict.fromkeys(
+        [
+            *_native.RECONSTRUCTORS,
+            "reconstructor",
+            "_tracked",
+            *sorted(name for name in UPSTREAM_RECONSTRUCTORS if hasattr(_native, name)),
+            *UPSTREAM_HELPERS,
+        ]
+    )
+)
 
 HOSTILE_VALUES = """[
     None, 0, -1, 2**100, 1.5, "", "x" * 10_000, b"\\x00", (), (None,) * 50, [], {},
@@ -90,13 +70,23 @@ HARNESS = textwrap.dedent(
 )
 
 
+#: The pickling-side API (cloudpickle's public functions).
+PICKLING_SIDE = (
+    "dumps",
+    "dump",
+    "register_pickle_by_value",
+    "unregister_pickle_by_value",
+    "list_registry_pickle_by_value",
+)
+
+
 def test_every_reconstructor_is_listed():
     exposed = {
         name
         for name in dir(_native)
         if callable(getattr(_native, name))
         and getattr(getattr(_native, name), "__module__", None) == "cloudpickle_rs._native"
-        and name not in ("dumps", "dump", "register_pickle_by_value", "unregister_pickle_by_value", "list_registry_pickle_by_value")
+        and name not in PICKLING_SIDE
         and not isinstance(getattr(_native, name), type)
     }
     assert exposed == set(RECONSTRUCTORS)

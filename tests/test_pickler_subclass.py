@@ -373,9 +373,7 @@ def test_instance_dispatch_table_entry_for_functions_takes_priority():
             super().__init__(file)
             # (the reconstructor must not be a function itself: the entry
             # applies to every function in the pickle)
-            self.dispatch_table = {
-                types.FunctionType: lambda f: (tuple, (("function", f.__name__),))
-            }
+            self.dispatch_table = {types.FunctionType: lambda f: (tuple, (("function", f.__name__),))}
 
     buf = io.BytesIO()
     FunctionTablePickler(buf).dump(make_closure(1))

@@ -16,9 +16,7 @@ import json
 import os
 import pickle
 import re
-import subprocess
 import sys
-import textwrap
 import types
 
 import pytest
@@ -115,8 +113,7 @@ def hostile_globals(marker):
         "builtins.eval": (p4(call(g("builtins", "eval"), s(python_touch(marker)))), "builtins.eval"),
         "builtins.exec": (p4(call(g("builtins", "exec"), s(python_touch(marker)))), "builtins.exec"),
         "builtins.__import__": (
-            p4(call(call(g("builtins", "getattr"), call(g("builtins", "__import__"), s("os")),
-                         s("system")), s(cmd))),
+            p4(call(call(g("builtins", "getattr"), call(g("builtins", "__import__"), s("os")), s("system")), s(cmd))),
             "builtins.__import__",
         ),
         "INST": (b"(S'" + quoted.encode() + b"'\nios\nsystem\n.", "os.system"),
@@ -175,8 +172,7 @@ def test_what_our_pickles_use_of_builtins_needs_no_allow():
     # how this process pickles exceptions).
     error = cloudpickle_rs.loads(p4(call(g("builtins", "KeyError"), s("k"))), allow=[])
     assert type(error) is KeyError and error.args == ("k",)
-    assert_refused(p4(call(g("builtins", "ValueError"), call(g("builtins", "eval"), s("1")))),
-                   [], "builtins.eval")
+    assert_refused(p4(call(g("builtins", "ValueError"), call(g("builtins", "eval"), s("1")))), [], "builtins.eval")
 
 
 def test_upstream_builtin_type_gives_classes_of_types_only():
@@ -266,12 +262,15 @@ def test_another_module_reached_through_an_allowed_one_is_refused(tmp_path):
 def test_our_package_offers_pickles_its_reconstructors_only(tmp_path):
     marker = tmp_path / "ran"
     inner = p4(call(g("builtins", "eval"), s(python_touch(marker))))
-    for module, name in (("cloudpickle_rs", "loads"), ("cloudpickle", "loads"),
-                         ("cloudpickle.cloudpickle", "loads"), (NATIVE, "dumps"),
-                         (NATIVE, "register_pickle_by_value")):
+    for module, name in (
+        ("cloudpickle_rs", "loads"),
+        ("cloudpickle", "loads"),
+        ("cloudpickle.cloudpickle", "loads"),
+        (NATIVE, "dumps"),
+        (NATIVE, "register_pickle_by_value"),
+    ):
         payload = p4(call(g(module, name), b"C" + bytes([len(inner)]) + inner))
-        assert_refused(payload, ["cloudpickle_rs", "cloudpickle"], f"{module}.{name}",
-                       "reconstructors")
+        assert_refused(payload, ["cloudpickle_rs", "cloudpickle"], f"{module}.{name}", "reconstructors")
     assert not marker.exists()
     assert_refused(p4(reconstructor("dumps")), [], "no reconstructor named 'dumps'")
 
@@ -281,8 +280,7 @@ def test_copyreg_extension_codes_are_checked(tmp_path):
     code = 0x7FF1
     payload = b"\x80\x02\x83" + code.to_bytes(2, "little") + b"(" + s(touch_command(marker)) + b"tR."
     setup = f"import copyreg\ncopyreg.add_extension('os', 'system', {code})\n"
-    live = run_python(["-c", setup + "import pickle, sys\npickle.loads(sys.stdin.buffer.read())"],
-                      input=payload)
+    live = run_python(["-c", setup + "import pickle, sys\npickle.loads(sys.stdin.buffer.read())"], input=payload)
     assert live.returncode == 0 and marker.exists(), live.stderr.decode()
     marker.unlink()
     copyreg.add_extension("os", "system", code)
@@ -328,7 +326,7 @@ def test_a_subclass_find_class_keeps_the_checks(tmp_path):
 # ---------------------------------------------------------------------------
 # Code the pickle ships by value never runs while loading.
 
-TRICKS_SENDER = r'''
+TRICKS_SENDER = r"""
 import copyreg
 import functools
 import cloudpickle_rs
@@ -449,7 +447,7 @@ payloads = {
 }
 objs = {name: (cloudpickle_rs.dumps(obj, protocol=proto), word)
         for name, (obj, word) in payloads.items() for proto in [5]}
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -506,23 +504,29 @@ def test_code_shipped_by_value_is_not_run_while_loading(tricks, name, tmp_path, 
     assert not marker.exists()
     report = inspect_allow(payload, ["copyreg"], tmp_path)
     assert report.returncode == 1
-    assert any(word in v["reason"] or word in f"{v['module']}.{v['name']}"
-               for v in json.loads(report.stdout)["violations"])
+    assert any(
+        word in v["reason"] or word in f"{v['module']}.{v['name']}" for v in json.loads(report.stdout)["violations"]
+    )
 
 
 def test_setstate_given_as_an_attribute_by_a_first_build_is_refused(tmp_path):
     # NEWOBJ(OrderedDict), BUILD({"__setstate__": f}), BUILD({}): the second
     # BUILD calls f, a function shipped by value.
     marker = tmp_path / "ran"
-    function = cloudpickle_rs.dumps(
-        (lambda path: lambda state: open(path, "w").close())(str(marker)), protocol=2
-    )
+    function = cloudpickle_rs.dumps((lambda path: lambda state: open(path, "w").close())(str(marker)), protocol=2)
     assert function.startswith(b"\x80\x02") and function.endswith(b".")
     index = (10**5).to_bytes(4, "little")
     payload = (
-        function[:-1] + b"r" + index + b"0"  # LONG_BINPUT, POP
+        function[:-1]
+        + b"r"
+        + index
+        + b"0"  # LONG_BINPUT, POP
         + b"ccollections\nOrderedDict\n)\x81"  # GLOBAL, EMPTY_TUPLE, NEWOBJ
-        + b"}" + b"U\x0c__setstate__" + b"j" + index + b"sb"  # {"__setstate__": f} BUILD
+        + b"}"
+        + b"U\x0c__setstate__"
+        + b"j"
+        + index
+        + b"sb"  # {"__setstate__": f} BUILD
         + b"}b."  # BUILD {}
     )
     assert plain_load_in_subprocess(payload).returncode == 0 and marker.exists()
@@ -593,7 +597,7 @@ def test_function_whose_globals_reach_os_needs_os_allowed(tmp_path):
 # ---------------------------------------------------------------------------
 # Legitimate pickles load under allow, as plain pickle loads them.
 
-CORPUS_SENDER = r'''
+CORPUS_SENDER = r"""
 import abc, collections, dataclasses, datetime, decimal, enum, fractions, functools
 import ipaddress, logging, math, pathlib, re, sys, types, typing, uuid, weakref
 import cloudpickle_rs
@@ -788,7 +792,7 @@ for name, obj in objects.items():
             objs[f"{name}@{proto}"] = cloudpickle_rs.dumps(obj, protocol=proto)
         except Exception:
             assert proto == 0, name  # protocol 0 cannot do __slots__ without __getstate__
-'''
+"""
 
 REGPKG = """
 import math
@@ -805,9 +809,30 @@ def area(side):
 
 #: The modules the corpus references (stdlib), given to every load.
 CORPUS_ALLOW = [
-    "abc", "collections", "_collections", "copyreg", "dataclasses", "datetime", "decimal",
-    "_decimal", "enum", "fractions", "functools", "ipaddress", "logging", "math", "pathlib",
-    "posixpath", "re", "typing", "uuid", "_weakrefset", "_thread", "_operator", "_io", "weakref",
+    "abc",
+    "collections",
+    "_collections",
+    "copyreg",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "_decimal",
+    "enum",
+    "fractions",
+    "functools",
+    "ipaddress",
+    "logging",
+    "math",
+    "pathlib",
+    "posixpath",
+    "re",
+    "typing",
+    "uuid",
+    "_weakrefset",
+    "_thread",
+    "_operator",
+    "_io",
+    "weakref",
 ]
 #: From 3.14 the annotate functions of classes and of dataclasses' methods
 #: refer to annotationlib.
@@ -925,10 +950,22 @@ def test_each_referenced_module_is_needed_and_named(corpus):
     for name, (_, _, needs) in corpus.items():
         assert all(named for _, named in needs), (name, needs)
     expect = {
-        "closure": {"math"}, "floor": {"math"}, "registered": {"math"}, "join": {"posixpath"},
-        "blue": {"enum"}, "frozen": {"dataclasses"}, "T": {"typing"}, "od": {"collections"},
-        "when": {"datetime"}, "partial": {"functools"}, "logger": {"logging"},
-        "lam": set(), "counter": set(), "point": set(), "data": set(), "dyn": set(),
+        "closure": {"math"},
+        "floor": {"math"},
+        "registered": {"math"},
+        "join": {"posixpath"},
+        "blue": {"enum"},
+        "frozen": {"dataclasses"},
+        "T": {"typing"},
+        "od": {"collections"},
+        "when": {"datetime"},
+        "partial": {"functools"},
+        "logger": {"logging"},
+        "lam": set(),
+        "counter": set(),
+        "point": set(),
+        "data": set(),
+        "dyn": set(),
     }
     for obj, modules in expect.items():
         for proto in (5, 2):
@@ -1079,8 +1116,14 @@ def test_loads_ignores_what_follows_the_pickle_and_takes_pickle_arguments():
 
 @pytest.mark.parametrize(
     "allow, error",
-    [("os", TypeError), (b"os", TypeError), ([1], TypeError), (None.__class__, TypeError),
-     ([""], ValueError), (["os."], ValueError)],
+    [
+        ("os", TypeError),
+        (b"os", TypeError),
+        ([1], TypeError),
+        (None.__class__, TypeError),
+        ([""], ValueError),
+        (["os."], ValueError),
+    ],
 )
 def test_bad_allow_lists_are_rejected(allow, error):
     with pytest.raises(error):
@@ -1155,7 +1198,6 @@ def test_inspect_cli_reports_the_loaders_refusals(tmp_path, tricks):
     assert result.returncode == 1
     reasons = [v["reason"] for v in json.loads(result.stdout)["violations"]]
     assert any("function shipped by value" in r for r in reasons), reasons
-    text = run_python(["-m", "cloudpickle_rs", "inspect", str(tmp_path / "payload.pkl"),
-                       "--allow", "json"])
+    text = run_python(["-m", "cloudpickle_rs", "inspect", str(tmp_path / "payload.pkl"), "--allow", "json"])
     out = text.stdout.decode()
     assert text.returncode == 1 and "NOT ALLOWED" in out and "shipped by value" in out

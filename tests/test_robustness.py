@@ -100,12 +100,9 @@ def registering_worker(package, stop, errors, counter):
 def run_threads(package, rounds, threads=8, timeout=600):
     errors, stop, registrations = [], threading.Event(), [0]
     workers = [
-        threading.Thread(target=pickling_worker, args=(i, rounds, package, errors), daemon=True)
-        for i in range(threads)
+        threading.Thread(target=pickling_worker, args=(i, rounds, package, errors), daemon=True) for i in range(threads)
     ]
-    registrar = threading.Thread(
-        target=registering_worker, args=(package, stop, errors, registrations), daemon=True
-    )
+    registrar = threading.Thread(target=registering_worker, args=(package, stop, errors, registrations), daemon=True)
     registrar.start()
     for worker in workers:
         worker.start()

@@ -49,9 +49,7 @@ def test_lru_cache_function_of_an_importable_module_goes_by_reference(tmp_path):
     (tmp_path / "cprs_cached_mod.py").write_text(
         "import functools\n\n@functools.lru_cache\ndef double(x):\n    return 2 * x\n"
     )
-    payload = run_sender(
-        "import cprs_cached_mod\nobjs = cprs_cached_mod.double", sys_path=[str(tmp_path)]
-    )
+    payload = run_sender("import cprs_cached_mod\nobjs = cprs_cached_mod.double", sys_path=[str(tmp_path)])
     assert b"make_lru_cache" not in payload
     out = subprocess_loads(
         payload,
@@ -309,9 +307,7 @@ def test_exceptions_keep_cause_context_notes_and_the_senders_traceback(tmp_path)
             traceback.format_exception(type(contexted), contexted, contexted.__traceback__))
         """,
     )
-    assert out.splitlines() == [
-        "JobError 3 ('job parse failed',) ValueError True ['while running a task']"
-    ]
+    assert out.splitlines() == ["JobError 3 ('job parse failed',) ValueError True ['while running a task']"]
 
 
 def test_traceback_reconstructor_rejects_malformed_frames():

@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+from cloudpickle_rs import _trust
 from testutils import TESTS_DIR, run_script
 
 CORPUS_DIR = os.path.join(TESTS_DIR, "upstream_corpus")
@@ -36,7 +37,7 @@ def corpus_stem(version):
     return os.path.join(CORPUS_DIR, HERE, f"cloudpickle-{version}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def expectations(version):
     """``{case: {"expected": ..., "upstream": "ok" or what upstream did}}``."""
     with open(corpus_stem(version) + ".json") as f:
@@ -89,6 +90,7 @@ else:
 
 INSTALL = "cloudpickle_rs.install()"
 
+
 def isolated_header():
     """Script source: upstream hidden, then cloudpickle-rs serving its names."""
     return HIDE_UPSTREAM + "\nimport cloudpickle_rs\n" + INSTALL + "\n"
@@ -114,25 +116,9 @@ json.dump(results, sys.stdout)
 
 
 #: The reconstructors that upstream 1.6-3.1 pickles name (on CPython 3.8+),
-#: under ``cloudpickle.cloudpickle`` or ``cloudpickle.cloudpickle_fast``.
-UPSTREAM_RECONSTRUCTORS = [
-    "_make_function",
-    "_function_setstate",
-    "_make_empty_cell",
-    "_make_cell",
-    "_make_skeleton_class",
-    "_class_setstate",
-    "_make_skeleton_enum",
-    "_make_typevar",
-    "subimport",
-    "dynamic_subimport",
-    "_builtin_type",
-    "_make_dict_keys",
-    "_make_dict_values",
-    "_make_dict_items",
-    "_file_reconstructor",
-    "_get_dataclass_field_type_sentinel",
-]
+#: under ``cloudpickle.cloudpickle`` or ``cloudpickle.cloudpickle_fast``
+#: (the sentinel ``_empty_cell_value`` is checked apart).
+UPSTREAM_RECONSTRUCTORS = sorted(_trust.UPSTREAM_RECONSTRUCTORS - {"_empty_cell_value"})
 
 NAME_CHECKS = """
 import pickle
@@ -174,7 +160,7 @@ def test_upstream_names_resolve_to_natives():
     assert run_script(source, label="name checks").strip() == "ok"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loaded_results(version):
     """The probes' results on one corpus file, loaded by cloudpickle-rs alone."""
     source = isolated_header() + LOADER.format(

@@ -114,9 +114,7 @@ def upstream_tree():
     return fetch_suite()
 
 
-def test_upstream_suite_passes_what_it_passes_against_upstream(
-    upstream_tree, tmp_path
-):
+def test_upstream_suite_passes_what_it_passes_against_upstream(upstream_tree, tmp_path):
     upstream, upstream_log = run_suite(upstream_tree, tmp_path / "upstream.xml", ours=False)
     assert len(upstream) > 200, upstream_log
     ours, ours_log = run_suite(upstream_tree, tmp_path / "ours.xml", ours=True)

@@ -94,11 +94,7 @@ def subprocess_env(extra=None, sys_path=()):
     prepends the directories in ``sys_path`` and applies ``extra``.
     """
     env = dict(os.environ)
-    inherited = [
-        p
-        for p in env.get("PYTHONPATH", "").split(os.pathsep)
-        if p and os.path.abspath(p) != TESTS_DIR
-    ]
+    inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.abspath(p) != TESTS_DIR]
     parts = [str(p) for p in sys_path] + inherited
     if parts:
         env["PYTHONPATH"] = os.pathsep.join(parts)
@@ -146,9 +142,7 @@ def run_script(src, *, input=None, env=None, sys_path=(), label="subprocess"):
     Raises :class:`SubprocessFailure` (with stdout and stderr) on a non-zero
     exit.
     """
-    result = run_python(
-        ["-c", textwrap.dedent(src)], input=input, env=env, sys_path=sys_path
-    )
+    result = run_python(["-c", textwrap.dedent(src)], input=input, env=env, sys_path=sys_path)
     if result.returncode != 0:
         raise SubprocessFailure(_describe(label, result))
     return _text(result.stdout)
@@ -167,9 +161,7 @@ with open(_testutils_sys.argv[1], "wb") as _testutils_file:
 
 
 def _run_sender(src, expr, protocol, env, sys_path, script_dir):
-    script = textwrap.dedent(src) + _SENDER_FOOTER.format(
-        expr=expr, protocol=protocol
-    )
+    script = textwrap.dedent(src) + _SENDER_FOOTER.format(expr=expr, protocol=protocol)
     with tempfile.TemporaryDirectory(prefix="cprs_sender_") as tmp:
         directory = script_dir or tmp
         path = os.path.join(directory, "sender_main.py")
@@ -183,9 +175,7 @@ def _run_sender(src, expr, protocol, env, sys_path, script_dir):
             return f.read(), result
 
 
-def run_sender(
-    src, *, expr="objs", protocol=None, env=None, sys_path=(), script_dir=None
-):
+def run_sender(src, *, expr="objs", protocol=None, env=None, sys_path=(), script_dir=None):
     """Runs ``src`` as the ``__main__`` script of a fresh interpreter.
 
     After ``src`` runs, ``cloudpickle_rs.dumps(<expr>, protocol=protocol)`` is
@@ -251,9 +241,7 @@ def send_and_receive(
     Returns the receiver's stdout; on failure of either side raises
     :class:`SubprocessFailure` carrying both sides' output.
     """
-    payload, sender = _run_sender(
-        sender_src, expr, protocol, sender_env, sender_sys_path, None
-    )
+    payload, sender = _run_sender(sender_src, expr, protocol, sender_env, sender_sys_path, None)
     if payload is None:
         raise SubprocessFailure(_describe("sender", sender))
     receiver = run_python(
@@ -263,7 +251,5 @@ def send_and_receive(
         sys_path=receiver_sys_path,
     )
     if receiver.returncode != 0:
-        raise SubprocessFailure(
-            _describe("sender", sender) + "\n" + _describe("receiver", receiver)
-        )
+        raise SubprocessFailure(_describe("sender", sender) + "\n" + _describe("receiver", receiver))
     return _text(receiver.stdout)

@@ -17,18 +17,17 @@ allowed modules and runs none of the code it ships by value while loading
 import pickle
 from pickle import Unpickler
 
-from ._restricted import RestrictedUnpickler, load, loads
-
+from ._install import install, uninstall
 from ._native import (
-    __version__,
     Pickler,
+    __version__,
     dump,
     dumps,
     list_registry_pickle_by_value,
     register_pickle_by_value,
     unregister_pickle_by_value,
 )
-from ._install import install, uninstall
+from ._restricted import RestrictedUnpickler, load, loads
 
 #: The protocol ``dumps``/``dump``/``Pickler`` use when none is given.
 DEFAULT_PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -44,6 +43,7 @@ def __getattr__(name):
 
         return CompatPickler
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",

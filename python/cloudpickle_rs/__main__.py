@@ -1,7 +1,7 @@
 """Command line: ``python -m cloudpickle_rs demo | inspect FILE | version``.
 
 ``--help`` (``-h``, or no argument) says what each command does; each command
-has its own ``--help``. ``inspect`` is ``_inspect.py``'s.
+has its own ``--help``. ``inspect`` is ``_inspect/cli.py``'s.
 
 The demo runs as ``__main__``, so its functions exist only here: it pickles a
 lambda, a closure over a ``__main__`` global and a recursive nested function,
@@ -86,12 +86,12 @@ def timing_rows(functions, data, number):
         cloudpickle = None
     rows = []
     for label, payload in (("the 3 functions", functions), ("1000 plain dicts", data)):
-        ours = best_time(lambda: cloudpickle_rs.dumps(payload), number)
+        ours = best_time(lambda payload=payload: cloudpickle_rs.dumps(payload), number)
         try:
-            stdlib = best_time(lambda: pickle.dumps(payload, pickle.HIGHEST_PROTOCOL), number)
+            stdlib = best_time(lambda payload=payload: pickle.dumps(payload, pickle.HIGHEST_PROTOCOL), number)
         except (pickle.PicklingError, AttributeError, TypeError):
             stdlib = None
-        upstream = best_time(lambda: cloudpickle.dumps(payload), number) if cloudpickle else None
+        upstream = best_time(lambda payload=payload: cloudpickle.dumps(payload), number) if cloudpickle else None
         rows.append((label, ours, stdlib, upstream))
     return rows, cloudpickle is not None
 
@@ -151,8 +151,7 @@ COMMANDS = {
     "demo": "pickle a lambda, a closure and a recursive function, load them in a "
     "fresh interpreter, and time dumps against pickle and cloudpickle",
     "inspect": "tell what loading a pickle would import and run, without loading it",
-    "version": "print this package's version, the Python it was built for and the "
-    "cloudpickle API it follows",
+    "version": "print this package's version, the Python it was built for and the cloudpickle API it follows",
 }
 
 
@@ -181,8 +180,13 @@ def build_parser():
         return cmd
 
     cmd = command("demo", demo)
-    cmd.add_argument("--number", type=positive_int, default=2000, metavar="N",
-                     help="dumps calls per timing run (default: 2000; five runs, the best counts)")
+    cmd.add_argument(
+        "--number",
+        type=positive_int,
+        default=2000,
+        metavar="N",
+        help="dumps calls per timing run (default: 2000; five runs, the best counts)",
+    )
     _inspect.add_arguments(command("inspect", _inspect.run, _inspect.DESCRIPTION))
     command("version", version)
     return parser

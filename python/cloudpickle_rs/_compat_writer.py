@@ -25,6 +25,25 @@ import typing
 
 from . import _native
 from . import cloudpickle as _mirror
+from ._layouts import (
+    CLASS_ARGS,
+    CLASS_STATE,
+    CODE_ARGS,
+    ENUM_ARGS,
+    FUNCTION_ARGS,
+    FUNCTION_STATE,
+    REDUCTION,
+    STATE_AND_SLOTSTATE,
+    TYPE_PARAMETER_ARGS,
+    UPSTREAM_DYNAMIC_SUBIMPORT,
+    UPSTREAM_MAKE_DICT_VIEW,
+    UPSTREAM_MAKE_FUNCTION,
+    UPSTREAM_MAKE_SKELETON_CLASS,
+    UPSTREAM_MAKE_SKELETON_ENUM,
+    UPSTREAM_MAKE_TYPEVAR,
+    arguments_of,
+    reduction,
+)
 from ._native import Pickler
 
 UPSTREAM_MODULE_NAME = "cloudpickle.cloudpickle"
@@ -99,15 +118,13 @@ _MAKE_DICT_VIEW = {
     "items": _UpstreamFunction("_make_dict_items"),
 }
 
+_MAKE_MODULE_ARGS = arguments_of("make_module")
+_MAKE_DICT_VIEW_ARGS = arguments_of("make_dict_view")
+_CLASS_DICT_ITEM_ARGS = arguments_of("class_dict_item")
+_MAKE_EXCEPTION_ARGS = arguments_of("make_exception")
+
 #: The type-parameter keyword arguments upstream's ``_make_typevar`` takes.
 _TYPEVAR_KWARGS = frozenset(("bound", "covariant", "contravariant"))
-
-
-def _state_field(state, name):
-    """A field of our function state (see ``_native.FORMAT["function_state"]``), None
-    where the state was cut short."""
-    index = _native.FORMAT["function_state"].index(name)
-    return state[index] if state is not None and index < len(state) else None
 
 
 def _function(func, reduced):
@@ -121,14 +138,12 @@ def _function(func, reduced):
     names it is read for), the referenced globals (lazy imports resolved) and
     the annotations come from our reduction; the rest is read from the
     function, as upstream reads it."""
-    args = reduced[1]
-    code, base_globals = args[:2]
-    closure = args[2] if len(args) > 2 else None
-    state = reduced[2] if len(reduced) > 2 else (args[3] if len(args) > 3 else None)
-    referenced = _state_field(state, "globals") or {}
-    empty_cells = None if closure is None else tuple(types.CellType() for _ in closure)
-    annotate = _state_field(state, "annotate")
-    if annotate is not None and _state_field(state, "annotations") is None:
+    args = REDUCTION.get(reduced, "args")
+    closure = FUNCTION_ARGS.get(args, "closure")
+    # A state of plain values travels as an argument, any other one apart.
+    state = REDUCTION.get(reduced, "state", FUNCTION_ARGS.get(args, "state"))
+    annotate = FUNCTION_STATE.get(state, "annotate")
+    if annotate is not None and FUNCTION_STATE.get(state, "annotations") is None:
         # 3.14, annotations not computed yet: they stay lazy (upstream's
         # _function_setstate sets every slotstate item it does not know).
         annotations = ("__annotate__", annotate)
@@ -143,14 +158,23 @@ def _function(func, reduced):
         "__module__": func.__module__,
         "__doc__": func.__doc__,
         "__closure__": closure,
-        "_cloudpickle_submodules": list(_state_field(state, "submodules") or ()),
-        "__globals__": referenced,
+        "_cloudpickle_submodules": list(FUNCTION_STATE.get(state, "submodules") or ()),
+        "__globals__": FUNCTION_STATE.get(state, "globals") or {},
     }
     if getattr(func, "__type_params__", ()):
         slotstate["__type_params__"] = func.__type_params__
-    state = (dict(func.__dict__), slotstate)
-    args = (code, base_globals, None, None, empty_cells)
-    return _MAKE_FUNCTION, args, state, None, None, _FUNCTION_SETSTATE
+    made = UPSTREAM_MAKE_FUNCTION.make(
+        code=FUNCTION_ARGS.get(args, "code"),
+        globals=FUNCTION_ARGS.get(args, "globals"),
+        name=None,
+        argdefs=None,
+        closure=None if closure is None else tuple(types.CellType() for _ in closure),
+    )
+    upstream_state = STATE_AND_SLOTSTATE.make(state=dict(func.__dict__), slotstate=slotstate)
+    return reduction(_MAKE_FUNCTION, made, state=upstream_state, state_setter=_FUNCTION_SETSTATE)
+
+
+_ABSENT = object()
 
 
 def _cell(obj, reduced):
@@ -158,18 +182,20 @@ def _cell(obj, reduced):
     ``_make_cell(value)``; any other value is set once the cell is memoized,
     through the cell's writable ``cell_contents`` (so that it may refer back
     to the cell)."""
-    if len(reduced[1]) == 1:
-        return _MAKE_CELL, reduced[1]
-    if len(reduced) == 2:
-        return _MAKE_EMPTY_CELL, ()
-    return _MAKE_EMPTY_CELL, (), (None, {"cell_contents": reduced[2]})
+    args = REDUCTION.get(reduced, "args")
+    if args:
+        return reduction(_MAKE_CELL, args)
+    contents = REDUCTION.get(reduced, "state", _ABSENT)
+    if contents is _ABSENT:
+        return reduction(_MAKE_EMPTY_CELL, ())
+    state = STATE_AND_SLOTSTATE.make(state=None, slotstate={"cell_contents": contents})
+    return reduction(_MAKE_EMPTY_CELL, (), state=state)
 
 
 def _code(obj, reduced):
-    """``types.CodeType(*args)``: our arguments are already in the order of
+    """``types.CodeType(*fields)``: our fields are already in the order of
     the running version's constructor (we add only the version tag)."""
-    _version, args = reduced[1]
-    return types.CodeType, args
+    return reduction(types.CodeType, CODE_ARGS.get(REDUCTION.get(reduced, "args"), "fields"))
 
 
 def _class(obj, reduced):
@@ -179,23 +205,47 @@ def _class(obj, reduced):
     ``_class_getnewargs`` puts there (and ``__qualname__``, which upstream's
     ``types.new_class`` accepts): a ``__slots__`` would be refused by some
     metaclasses (NamedTuple's)."""
-    metaclass, name, bases, namespace, tracker_id = reduced[1]
-    attributes, registry = reduced[2]
+    args = CLASS_ARGS.read(REDUCTION.get(reduced, "args"))
+    state = CLASS_STATE.read(REDUCTION.get(reduced, "state"))
+    namespace = args["namespace"]
     kept = ("__module__", "__qualname__", "__dict__")
     type_kwargs = {key: namespace[key] for key in kept if key in namespace}
-    attributes = dict(attributes)
-    if registry is not None:
-        attributes["_abc_impl"] = list(registry)
-    args = (metaclass, name, bases, type_kwargs, tracker_id, None)
-    return _MAKE_SKELETON_CLASS, args, (attributes, {}), None, None, _CLASS_SETSTATE
+    made = UPSTREAM_MAKE_SKELETON_CLASS.make(
+        type_constructor=args["metaclass"],
+        name=args["name"],
+        bases=args["bases"],
+        type_kwargs=type_kwargs,
+        class_tracker_id=args["tracker_id"],
+        extra=None,
+    )
+    return reduction(_MAKE_SKELETON_CLASS, made, state=_upstream_class_state(state), state_setter=_CLASS_SETSTATE)
+
+
+def _upstream_class_state(state):
+    """``(attributes, {})``, the ABC registry (if any) as ``_abc_impl``."""
+    attributes = dict(state["attributes"])
+    if state["registry"] is not None:
+        attributes["_abc_impl"] = list(state["registry"])
+    return STATE_AND_SLOTSTATE.make(state=attributes, slotstate={})
 
 
 def _enum(obj, reduced):
     """``_make_skeleton_enum(bases, name, qualname, members, module,
     tracker_id, None)`` then ``_class_setstate``."""
-    attributes, _registry = reduced[2]
-    args = tuple(reduced[1]) + (None,)
-    return _MAKE_SKELETON_ENUM, args, (dict(attributes), {}), None, None, _CLASS_SETSTATE
+    args = ENUM_ARGS.read(REDUCTION.get(reduced, "args"))
+    state = CLASS_STATE.read(REDUCTION.get(reduced, "state"))
+    made = UPSTREAM_MAKE_SKELETON_ENUM.make(
+        bases=args["bases"],
+        name=args["name"],
+        qualname=args["qualname"],
+        members=args["members"],
+        module=args["module"],
+        class_tracker_id=args["tracker_id"],
+        extra=None,
+    )
+    # Upstream's enums keep no ABC registry.
+    upstream_state = STATE_AND_SLOTSTATE.make(state=dict(state["attributes"]), slotstate={})
+    return reduction(_MAKE_SKELETON_ENUM, made, state=upstream_state, state_setter=_CLASS_SETSTATE)
 
 
 def _type_parameter(obj, reduced):
@@ -203,74 +253,81 @@ def _type_parameter(obj, reduced):
     loading it twice gives one object); any other type parameter, or a
     TypeVar with a default or inferred variance, is ``cls(name,
     *constraints, **kwargs)`` (not tracked: upstream has no way to)."""
-    cls, name, constraints, kwargs, tracker_id = reduced[1]
-    if cls is typing.TypeVar and set(kwargs) <= _TYPEVAR_KWARGS:
-        args = (
-            name,
-            kwargs.get("bound"),
-            constraints,
-            kwargs.get("covariant", False),
-            kwargs.get("contravariant", False),
-            tracker_id,
+    args = TYPE_PARAMETER_ARGS.read(REDUCTION.get(reduced, "args"))
+    kwargs = args["kwargs"]
+    if args["class"] is typing.TypeVar and set(kwargs) <= _TYPEVAR_KWARGS:
+        made = UPSTREAM_MAKE_TYPEVAR.make(
+            name=args["name"],
+            bound=kwargs.get("bound"),
+            constraints=args["constraints"],
+            covariant=kwargs.get("covariant", False),
+            contravariant=kwargs.get("contravariant", False),
+            class_tracker_id=args["tracker_id"],
         )
-        return _MAKE_TYPEVAR, args
-    return functools.partial(cls, **kwargs), (name,) + tuple(constraints)
+        return reduction(_MAKE_TYPEVAR, made)
+    return reduction(functools.partial(args["class"], **kwargs), (args["name"], *args["constraints"]))
 
 
 def _module(obj, reduced):
     """An empty ``dynamic_subimport(name, {})`` whose namespace is set once
     it is memoized (by the standard BUILD into the module's ``__dict__``), so
     that objects inside may refer back to the module."""
-    (name,) = reduced[1]
-    return _DYNAMIC_SUBIMPORT, (name, {}), reduced[2]
+    name = _MAKE_MODULE_ARGS.get(REDUCTION.get(reduced, "args"), "name")
+    made = UPSTREAM_DYNAMIC_SUBIMPORT.make(name=name, vars={})
+    return reduction(_DYNAMIC_SUBIMPORT, made, state=REDUCTION.get(reduced, "state"))
 
 
 def _dict_view(obj, reduced):
-    kind, contents, ordered = reduced[1]
-    return _MAKE_DICT_VIEW[kind], (contents, ordered)
+    args = _MAKE_DICT_VIEW_ARGS.read(REDUCTION.get(reduced, "args"))
+    made = UPSTREAM_MAKE_DICT_VIEW.make(obj=args["contents"], is_ordered=args["ordered"])
+    return reduction(_MAKE_DICT_VIEW[args["kind"]], made)
 
 
 def _class_dict_item(obj, reduced):
     """``vars(owner)[name]``: the descriptor itself, with the standard library."""
-    owner, name = reduced[1]
-    return operator.getitem, (_Call(vars, owner), name)
+    args = _CLASS_DICT_ITEM_ARGS.read(REDUCTION.get(reduced, "args"))
+    return reduction(operator.getitem, (_Call(vars, args["owner"]), args["name"]))
 
 
 def _renamed(upstream):
     """A reduction whose arguments upstream's function takes as they are."""
-    return lambda obj, reduced: (upstream,) + tuple(reduced[1:])
+    return lambda obj, reduced: REDUCTION.replace(reduced, callable=upstream)
 
 
 def _exception(obj, reduced):
     """``BaseException.__new__(cls, *args)``, then its ``__dict__``: made
     without calling ``__init__``, which may take other arguments than
     ``args`` (upstream would call ``cls(*args)``)."""
-    cls, args = reduced[1]
-    return (BaseException.__new__, (cls,) + tuple(args)) + tuple(reduced[2:])
+    args = _MAKE_EXCEPTION_ARGS.read(REDUCTION.get(reduced, "args"))
+    return REDUCTION.replace(reduced, callable=BaseException.__new__, args=(args["cls"], *args["args"]))
 
 
+#: Our reconstructors by name (``_native.RECONSTRUCTORS``) -> how to write
+#: their reductions for upstream. The state setters go with their makers;
+#: the others have no upstream equivalent.
 _TRANSLATIONS = {
-    _native.make_function: _function,
-    _native.make_cell: _cell,
-    _native.make_code: _code,
-    _native.make_class: _class,
-    _native.make_enum: _enum,
-    _native.make_type_parameter: _type_parameter,
-    _native.make_module: _module,
-    _native.make_dict_view: _dict_view,
-    _native.class_dict_item: _class_dict_item,
-    _native.make_method: _renamed(types.MethodType),
-    _native.subimport: _renamed(_SUBIMPORT),
-    _native.builtin_type: _renamed(_BUILTIN_TYPE),
-    _native.dataclass_field_type: _renamed(_DATACLASS_FIELD_TYPE),
-    _native.make_text_file: _renamed(_FILE_RECONSTRUCTOR),
-    _native.make_exception: _exception,
+    "make_function": _function,
+    "make_cell": _cell,
+    "make_code": _code,
+    "make_class": _class,
+    "make_enum": _enum,
+    "make_type_parameter": _type_parameter,
+    "make_module": _module,
+    "make_dict_view": _dict_view,
+    "class_dict_item": _class_dict_item,
+    "make_method": _renamed(types.MethodType),
+    "subimport": _renamed(_SUBIMPORT),
+    "builtin_type": _renamed(_BUILTIN_TYPE),
+    "dataclass_field_type": _renamed(_DATACLASS_FIELD_TYPE),
+    "make_text_file": _renamed(_FILE_RECONSTRUCTOR),
+    "make_exception": _exception,
 }
 # By identity: a reduction's callable may be any object, even unhashable.
-_TRANSLATIONS_BY_ID = {id(native): translate for native, translate in _TRANSLATIONS.items()}
+_TRANSLATIONS_BY_ID = {id(_native.reconstructor(name)): translate for name, translate in _TRANSLATIONS.items()}
 
 
 def _is_native(function):
+    """A function of our extension: pickles naming it need cloudpickle-rs."""
     return getattr(function, "__module__", None) == _native.__name__
 
 
@@ -287,12 +344,13 @@ class CompatPickler(Pickler):
         reduced = super().reducer_override(obj)
         if type(reduced) is not tuple:
             return reduced
-        translate = _TRANSLATIONS_BY_ID.get(id(reduced[0]))
+        made_by = REDUCTION.get(reduced, "callable")
+        translate = _TRANSLATIONS_BY_ID.get(id(made_by))
         if translate is not None:
             return translate(obj, reduced)
-        if _is_native(reduced[0]):
+        if _is_native(made_by):
             raise pickle.PicklingError(
                 f"compat=True cannot write {type(obj).__name__} objects for "
-                f"upstream cloudpickle (reduced with {reduced[0].__name__})"
+                f"upstream cloudpickle (reduced with {made_by.__name__})"
             )
         return reduced

@@ -2,9 +2,10 @@
 
 Called by the native ``Pickler.dump`` on its failure path only, as
 ``annotate(exc, obj, pickler)``. It walks the object graph again from ``obj``,
-the way the pickler reduces things (a function's closure, referenced globals,
-defaults and ``__dict__``; a class's bases and own attributes; anything else
-through its reduction), and follows, level by level, the first part that
+through what the pickler reduces each object to (a function's closure,
+referenced globals, defaults and ``__dict__``; a class's metaclass, bases and
+own attributes, as the native reduction gives them; anything else through
+its reduction), and follows, level by level, the first part that
 fails to pickle on its own with the same error. The part where no child fails
 any more is the culprit; its path is added to ``exc``: as a note on 3.11+,
 appended to the message before (on 3.14+, whose pickler adds a note per level,
@@ -22,6 +23,15 @@ import time
 import types
 
 from . import _native
+from ._layouts import (
+    CLASS_ARGS,
+    CLASS_STATE,
+    ENUM_ARGS,
+    FUNCTION_ARGS,
+    FUNCTION_STATE,
+    REDUCTION,
+    STATE_AND_SLOTSTATE,
+)
 
 #: Pickling attempts one diagnosis may make.
 MAX_PROBES = 2000
@@ -35,21 +45,8 @@ BISECT_FROM = 16
 _NO_MATCH, _LOOSE, _EXACT = 0, 1, 2
 
 _ATOMIC_TYPES = (type(None), bool, int, float, complex, str, bytes)
-_LAZY_IMPORT_TYPE = getattr(types, "LazyImportType", None)
 #: From 3.14 pickling errors carry a note per level ("when serializing ...").
 _PICKLER_DESCRIBES_STEPS = sys.version_info >= (3, 14)
-# Class attributes that cloudpickle leaves out of a class's pickled state.
-_SKIPPED_CLASS_ATTRS = frozenset(
-    [
-        "__dict__",
-        "__weakref__",
-        "_abc_impl",
-        "_abc_cache",
-        "_abc_negative_cache",
-        "_abc_negative_cache_version",
-        "_abc_registry",
-    ]
-)
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 _MARK = "_cloudpickle_rs_reached_through"
 
@@ -144,11 +141,7 @@ class _Walk:
         self.seen[id(obj)] = obj
 
     def out_of_budget(self):
-        return (
-            self.children_left <= 0
-            or self.prober.probes_left <= 0
-            or time.monotonic() > self.deadline
-        )
+        return self.children_left <= 0 or self.prober.probes_left <= 0 or time.monotonic() > self.deadline
 
     def failing_child(self, path, obj):
         """The first child of ``obj`` that fails alone like the original
@@ -246,6 +239,14 @@ class _Prober:
             return error
         return None
 
+    def native_reduction_of(self, obj):
+        """What cloudpickle-rs reduces ``obj`` to (NotImplemented: saved by
+        reference), whatever the pickler's class overrides; None if that fails."""
+        try:
+            return _native.Pickler.reducer_override(self.new_pickler(), obj)
+        except Exception:
+            return None
+
     def reduction_of(self, obj):
         """What the pickler would save ``obj`` as: the pickler's own
         ``reducer_override``, then its dispatch table, then ``__reduce_ex__``."""
@@ -258,7 +259,7 @@ class _Prober:
             reducer = table.get(type(obj))
             if reducer is not None:
                 return reducer(obj)
-            return getattr(obj, "__reduce_ex__")(self.protocol)
+            return obj.__reduce_ex__(self.protocol)
         except Exception:
             return None
 
@@ -291,10 +292,8 @@ def _children_by_kind(path, obj, prober):
     # type(obj), not isinstance: the latter reads obj.__class__, which an
     # object's own __getattribute__ may break.
     kind = type(obj)
-    if issubclass(kind, types.FunctionType):
-        return _function_children(path, obj)
-    if issubclass(kind, type):
-        return _class_children(path, obj)
+    if issubclass(kind, (types.FunctionType, type)):
+        return _native_reduction_children(path, obj, prober.native_reduction_of(obj))
     if issubclass(kind, (staticmethod, classmethod)):
         return _attribute_children(path, obj, ["__func__"])
     if issubclass(kind, property):
@@ -322,11 +321,27 @@ def _object_children(path, obj, prober):
     yield from _reduction_children(path, prober.reduction_of(obj))
 
 
-def _function_children(path, func):
-    code = getattr(func, "__code__", None)
-    closure = getattr(func, "__closure__", None) or ()
-    freevars = getattr(code, "co_freevars", ())
-    for name, cell in zip(freevars, closure):
+def _native_reduction_children(path, obj, reduced):
+    """The parts of a function or class as our pickler saves it: a function
+    or class by value part by part, by reference nothing."""
+    if not isinstance(reduced, tuple):
+        return iter(())
+    made_by = REDUCTION.get(reduced, "callable")
+    if made_by is _native.make_function:
+        return _function_children(path, obj, reduced)
+    if made_by is _native.make_class:
+        return _class_children(path, reduced)
+    if made_by is _native.make_enum:
+        return _enum_children(path, reduced)
+    return _reduction_children(path, reduced)
+
+
+def _function_children(path, func, reduced):
+    args = REDUCTION.get(reduced, "args")
+    # A state of plain values travels as an argument, any other one apart.
+    state = REDUCTION.get(reduced, "state", FUNCTION_ARGS.get(args, "state"))
+    freevars = getattr(getattr(func, "__code__", None), "co_freevars", ())
+    for name, cell in zip(freevars, FUNCTION_ARGS.get(args, "closure") or ()):
         if name == "__classdict__":
             # A class's namespace, of which only the names read travel.
             continue
@@ -334,50 +349,52 @@ def _function_children(path, func):
             yield f"{path}.<closure {name}>", cell.cell_contents
         except ValueError:  # an empty cell
             continue
-    func_globals = getattr(func, "__globals__", None)
-    if isinstance(func_globals, dict) and isinstance(code, types.CodeType):
-        for name in _native._extract_code_globals(code):
-            if name in func_globals:
-                yield f"{path}.__globals__[{name!r}]", _resolved(func_globals[name])
-    for i, default in enumerate(getattr(func, "__defaults__", None) or ()):
+    for name, value in (FUNCTION_STATE.get(state, "globals") or {}).items():
+        yield f"{path}.__globals__[{name!r}]", value
+    for i, default in enumerate(FUNCTION_STATE.get(state, "defaults") or ()):
         yield f"{path}.__defaults__[{i}]", default
-    kwdefaults = getattr(func, "__kwdefaults__", None) or {}
+    kwdefaults = FUNCTION_STATE.get(state, "kwdefaults") or {}
     yield from _mapping_children(path + ".__kwdefaults__", kwdefaults, _key_path)
-    annotate = getattr(func, "__annotate__", None)
+    annotate = FUNCTION_STATE.get(state, "annotate")
     if annotate is not None:
-        # 3.14: reading __annotations__ could evaluate them; what travels
-        # is the function that computes them.
+        # 3.14: what travels is the function that computes the annotations
+        # (beside them once they were computed).
         yield f"{path}.__annotate__", annotate
     else:
-        annotations = getattr(func, "__annotations__", None) or {}
+        annotations = FUNCTION_STATE.get(state, "annotations") or {}
         yield from _mapping_children(path + ".__annotations__", annotations, _key_path)
-    yield from _mapping_children(path, _safe_vars(func), _attribute_path)
+    yield from _mapping_children(path, FUNCTION_STATE.get(state, "dict") or {}, _attribute_path)
+    for i, parameter in enumerate(FUNCTION_STATE.get(state, "type_params") or ()):
+        yield f"{path}.__type_params__[{i}]", parameter
 
 
-def _resolved(value):
-    """A lazily imported name (3.15, PEP 810) as the function sees it."""
-    if _LAZY_IMPORT_TYPE is not None and type(value) is _LAZY_IMPORT_TYPE:
-        return value.resolve()
-    return value
+def _class_children(path, reduced):
+    args = CLASS_ARGS.read(REDUCTION.get(reduced, "args"))
+    if args["metaclass"] is not type:
+        yield f"{path}.__class__", args["metaclass"]
+    yield from _bases_children(path, args["bases"])
+    yield from _mapping_children(path, args["namespace"] or {}, _class_dict_path)
+    yield from _class_state_children(path, REDUCTION.get(reduced, "state"))
 
 
-def _class_children(path, cls):
-    metaclass = type(cls)
-    if metaclass is not type:
-        yield f"{path}.__class__", metaclass
-    own = _safe_vars(cls)
-    bases = own.get("__orig_bases__", getattr(cls, "__bases__", ()))
-    if isinstance(bases, tuple):
-        for i, base in enumerate(bases):
-            yield f"{path}.__bases__[{i}]", base
-    try:
-        names = sorted(own, key=str)
-    except Exception:
-        names = list(own)
-    for name in names:
-        if name in _SKIPPED_CLASS_ATTRS:
-            continue
-        yield f"{path}.__dict__[{_short_repr(name)}]", own[name]
+def _enum_children(path, reduced):
+    args = ENUM_ARGS.read(REDUCTION.get(reduced, "args"))
+    yield from _bases_children(path, args["bases"])
+    yield from _mapping_children(path, args["members"] or {}, _member_value_path)
+    yield from _class_state_children(path, REDUCTION.get(reduced, "state"))
+
+
+def _bases_children(path, bases):
+    for i, base in enumerate(bases if isinstance(bases, tuple) else ()):
+        yield f"{path}.__bases__[{i}]", base
+
+
+def _class_state_children(path, state):
+    """A class's own attributes, then the classes registered as its virtual
+    subclasses (an ABC's)."""
+    yield from _mapping_children(path, CLASS_STATE.get(state, "attributes") or {}, _class_dict_path)
+    for i, subclass in enumerate(CLASS_STATE.get(state, "registry") or ()):
+        yield f"{path}.<registered subclass {i}>", subclass
 
 
 def _attribute_children(path, obj, names):
@@ -420,14 +437,13 @@ def _reduction_children(path, reduced):
     ``(callable, args[, state[, listitems[, dictitems]]])``."""
     if not isinstance(reduced, tuple) or len(reduced) < 2:
         return
-    rebuild, args = reduced[0], reduced[1]
-    yield from _reduce_args_children(path, rebuild, args)
-    state = reduced[2] if len(reduced) > 2 else None
-    yield from _state_children(path, state)
-    listitems = reduced[3] if len(reduced) > 3 else None
+    parts = REDUCTION.read(reduced)
+    yield from _reduce_args_children(path, parts["callable"], parts["args"])
+    yield from _state_children(path, parts["state"])
+    listitems = parts["listitems"]
     if listitems is not None:
         yield from _sequence_children(path, _bounded(listitems))
-    dictitems = reduced[4] if len(reduced) > 4 else None
+    dictitems = parts["dictitems"]
     if dictitems is not None:
         yield from _dict_children(path, _bounded(dictitems))
 
@@ -460,7 +476,7 @@ def _state_children(path, state):
         return
     is_slot_state = (
         isinstance(state, tuple)
-        and len(state) == 2
+        and len(state) == len(STATE_AND_SLOTSTATE)
         and all(part is None or isinstance(part, dict) for part in state)
     )
     if is_slot_state:
@@ -506,6 +522,16 @@ def _attribute_path(path, name):
     if isinstance(name, str) and name.isidentifier():
         return f"{path}.{name}"
     return f"{path}.__dict__[{_short_repr(name)}]"
+
+
+def _class_dict_path(path, name):
+    return f"{path}.__dict__[{_short_repr(name)}]"
+
+
+def _member_value_path(path, name):
+    if isinstance(name, str) and name.isidentifier():
+        return f"{path}.{name}.value"
+    return f"{path}.__members__[{_short_repr(name)}].value"
 
 
 def _key_path(path, key):

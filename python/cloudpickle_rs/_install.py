@@ -317,9 +317,7 @@ class _Installation:
         reduction.set_loky_pickler("cloudpickle")
 
     def switch_forking_pickler(self, reduction):
-        self.changes.set_attr(
-            reduction.ForkingPickler, "reducer_override", _forking_reducer_override
-        )
+        self.changes.set_attr(reduction.ForkingPickler, "reducer_override", _forking_reducer_override)
 
     def rebind_captured_references(self):
         """Rebinds module globals holding a replaced object (or a partial of one)."""
@@ -379,18 +377,14 @@ def _served_package(mirror):
     """A module shaped like upstream's package ``cloudpickle``, over ``mirror``."""
     package = types.ModuleType(UPSTREAM_PACKAGE, mirror.__doc__)
     # Upstream's __init__ does `from .cloudpickle import *`.
-    package.__dict__.update(
-        (name, value) for name, value in vars(mirror).items() if not name.startswith("_")
-    )
+    package.__dict__.update((name, value) for name, value in vars(mirror).items() if not name.startswith("_"))
     package.cloudpickle = mirror
     package.cloudpickle_fast = mirror
     package.__version__ = UPSTREAM_VERSION
     package.__all__ = list(UPSTREAM_ALL)
     package.__path__ = []
     package.__package__ = UPSTREAM_PACKAGE
-    package.__spec__ = importlib.machinery.ModuleSpec(
-        UPSTREAM_PACKAGE, None, is_package=True
-    )
+    package.__spec__ = importlib.machinery.ModuleSpec(UPSTREAM_PACKAGE, None, is_package=True)
     package.__file__ = mirror.__file__
     package.__getattr__ = functools.partial(mirror._lazy_attribute, UPSTREAM_PACKAGE)
     package.__dir__ = lambda: sorted(set(vars(package)) | mirror._UPSTREAM_INCIDENTAL_NAMES)

@@ -34,7 +34,10 @@ import builtins
 import sys
 import types
 
-NATIVE = "cloudpickle_rs._native"
+from . import _native
+from ._layouts import SETTER_CALL, STATE_AND_SLOTSTATE, UPSTREAM_MAKE_DICT_VIEW, arguments_of
+
+NATIVE = _native.__name__
 UPSTREAM_MODULES = (
     "cloudpickle",
     "cloudpickle.cloudpickle",
@@ -47,26 +50,10 @@ UPSTREAM_MODULES = (
 OWN_PACKAGES = ("cloudpickle_rs", "cloudpickle")
 
 
-def reconstructor_names():
-    """The names ``cloudpickle_rs._native.reconstructor(name)`` hands out
-    (asked of the extension, so the rules follow it)."""
-    from . import _native
-
-    names = set()
-    for name in dir(_native):
-        if name.startswith("_") or name == "reconstructor":
-            continue
-        try:
-            _native.reconstructor(name)
-        except Exception:
-            continue
-        names.add(name)
-    return frozenset(names)
-
-
-#: What ``cloudpickle_rs._native.reconstructor(name)`` hands out; a pickle
-#: names ``reconstructor`` as its one global and reaches these through it.
-RECONSTRUCTORS = reconstructor_names()
+#: What ``cloudpickle_rs._native.reconstructor(name)`` hands out (declared
+#: in the extension); a pickle names ``reconstructor`` as its one global and
+#: reaches these through it.
+RECONSTRUCTORS = frozenset(_native.RECONSTRUCTORS)
 #: Upstream cloudpickle's load-side functions, as pickles written by
 #: cloudpickle 1.6 to 3.1 (and by ``dumps(..., compat=True)``) name them;
 #: ``cloudpickle_rs.cloudpickle`` serves native equivalents.
@@ -113,9 +100,7 @@ SAFE_BUILTIN_VALUES = frozenset(
 #: The builtin exception classes: harmless to look up and to call with
 #: plain data (``ValueError("bad")`` pickles as that call).
 BUILTIN_EXCEPTIONS = frozenset(
-    name
-    for name, value in vars(builtins).items()
-    if isinstance(value, type) and issubclass(value, BaseException)
+    name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
 )
 #: Builtins whose calls only wrap their arguments (any arguments).
 WRAPPERS = frozenset(["classmethod", "staticmethod", "property"])
@@ -196,8 +181,18 @@ META_REGISTER_HOOKS = frozenset(["register", "__subclasscheck__", "__instanceche
 #: A base's, when a class is made from it (an enum's bases also make its members).
 BASE_HOOKS = frozenset(["__init_subclass__", "__mro_entries__"])
 ENUM_BASE_HOOKS = BASE_HOOKS | frozenset(
-    ["__new__", "__init__", "_generate_next_value_", "__set_name__", "__hash__", "__eq__",
-     "__setattr__", "__getattr__", "__getattribute__", "__del__"]
+    [
+        "__new__",
+        "__init__",
+        "_generate_next_value_",
+        "__set_name__",
+        "__hash__",
+        "__eq__",
+        "__setattr__",
+        "__getattr__",
+        "__getattribute__",
+        "__del__",
+    ]
 )
 GETITEM_HOOKS = frozenset(["__getitem__", "__class_getitem__"])
 #: What our reconstructors that wrap a callable or register classes may run
@@ -208,10 +203,13 @@ LOOKED_AT_HOOKS = LOOKUP_HOOKS | HASH_HOOKS | frozenset(["__repr__"])
 #: Those reconstructors: which argument each wraps, and which holds
 #: ``(class, implementation)`` registrations.
 WRAPPING_RECONSTRUCTORS = {
-    "make_lru_cache": (0, None),
-    "make_singledispatch": (0, 1),
-    "make_singledispatchmethod": (0, 1),
+    "make_lru_cache": ("function", None),
+    "make_singledispatch": ("default", "registrations"),
+    "make_singledispatchmethod": ("function", "registrations"),
 }
+MAKE_EXCEPTION_ARGS = arguments_of("make_exception")
+CLASS_DICT_ITEM_ARGS = arguments_of("class_dict_item")
+MAKE_DICT_VIEW_ARGS = arguments_of("make_dict_view")
 #: Attributes of an object (not its class) that the unpickler looks up and calls.
 CALLED_ATTRIBUTES = frozenset(["__setstate__", "append", "extend", "add"])
 
@@ -303,9 +301,7 @@ class Policy:
     # -- names
 
     def allows_module(self, module):
-        return isinstance(module, str) and any(
-            module == a or module.startswith(a + ".") for a in self.allowed
-        )
+        return isinstance(module, str) and any(module == a or module.startswith(a + ".") for a in self.allowed)
 
     def import_refusal(self, module):
         """Why importing ``module`` by name is refused, or None."""
@@ -344,8 +340,7 @@ class Policy:
         if module == "builtins" and not self.builtins_allowed:
             if name == "getattr" or (
                 name == first
-                and (first in SAFE_BUILTIN_CLASSES or first in SAFE_BUILTIN_VALUES
-                     or first in BUILTIN_EXCEPTIONS)
+                and (first in SAFE_BUILTIN_CLASSES or first in SAFE_BUILTIN_VALUES or first in BUILTIN_EXCEPTIONS)
             ):
                 return None
             if first in SAFE_BUILTIN_CLASSES and name.count(".") == 1 and name.endswith(".__new__"):
@@ -409,8 +404,9 @@ class Scan:
 
     def __init__(self, policy, machine):
         from . import _inspect as sym
+        from ._inspect import shipped
 
-        self.sym, self.policy, self.machine = sym, policy, machine
+        self.sym, self.shipped, self.policy, self.machine = sym, shipped, policy, machine
         self.protocol = machine.protocol
         self.found = []
         self.seen = set()
@@ -425,8 +421,7 @@ class Scan:
         protocols = self.machine.protocols
         if len(protocols) > 1 or (protocols and protocols[0][0] != 0):
             pos = protocols[-1][0]
-            self.refuse("pickle", "PROTO", "PROTO", pos,
-                        "the protocol must be given once, by the first opcode")
+            self.refuse("pickle", "PROTO", "PROTO", pos, "the protocol must be given once, by the first opcode")
         for ref in self.machine.refs:
             reason = self.policy.reference_refusal(*ref.key, ref.how)
             if reason is not None:
@@ -462,14 +457,11 @@ class Scan:
             return value.module, value.name
         if isinstance(value, self.sym.Call):
             kind = self.kind(value)
-            args = value.args if isinstance(value.args, tuple) else ()
             if kind in CLASS_KINDS:
-                name = args[1] if len(args) > 1 and isinstance(args[1], str) else "?"
-                return self.class_module(value), name
+                name = self.shipped.class_format(value).arg(value, "name")
+                return self.class_module(value), name if isinstance(name, str) else "?"
             if kind == "function":
-                globals_ = args[1] if len(args) > 1 else None
-                module = globals_.get("__name__") if isinstance(globals_, self.sym.SymDict) else None
-                module = module if isinstance(module, str) else "<shipped by value>"
+                module = self.shipped.function_module(value) or "<shipped by value>"
                 return module, self.function_name(value)
             func = value.func
             if isinstance(func, self.sym.Ref):
@@ -481,49 +473,39 @@ class Scan:
         for key, value in self.attributes(cls):
             if key == "__module__" and isinstance(value, str):
                 return value
-        args = cls.args if isinstance(cls.args, tuple) else ()
-        if self.kind(cls) == "enum" and len(args) > 4 and isinstance(args[4], str):
-            return args[4]
-        return "<shipped by value>"
+        found = self.shipped.class_format(cls)
+        module = found.arg(cls, "module") if found.kind == "enum" else None
+        return module if isinstance(module, str) else "<shipped by value>"
 
     def function_name(self, func):
-        args = func.args if isinstance(func.args, tuple) else ()
-        for value in args[4:6] + args[2:3]:
-            if isinstance(value, str):
-                return value
-        code = args[0] if args else None
-        code_args = None
-        if isinstance(code, self.sym.Call):
-            code_args = self.sym.code_args_of(code)
-        fields = self.sym.code_fields(code_args)
-        return fields[1] or fields[0] if fields else "<function>"
+        shipped = self.shipped
+        name = shipped.given_function_name(func)
+        if name is not None:
+            return name
+        code = shipped.code_summary(shipped.function_code_call(func))
+        return (code.qualname or code.name if code else None) or "<function>"
 
     # -- a class shipped by value: its attributes, bases, metaclass, hooks
 
     def attributes(self, cls):
         """(name, value) pairs a class shipped by value gets: its creation
         namespace and the attributes its state setter gives it."""
-        sym = self.sym
-        args = cls.args if isinstance(cls.args, tuple) else ()
-        pairs = []
-        if self.kind(cls) == "class" and len(args) > 3 and isinstance(args[3], sym.SymDict):
-            pairs.extend(args[3].pairs)
+        found = self.shipped.class_format(cls)
+        pairs = list(found.namespace(cls).pairs)
         for state in cls.states:
-            if isinstance(state, tuple) and state and isinstance(state[0], sym.SymDict):
-                pairs.extend(state[0].pairs)
+            attributes = found.attributes(state)
+            if attributes is not None:
+                pairs.extend(attributes.pairs)
         return pairs
 
     def bases(self, cls):
-        args = cls.args if isinstance(cls.args, tuple) else ()
-        index = 2 if self.kind(cls) == "class" else 0
-        bases = args[index] if len(args) > index else ()
-        return bases if isinstance(bases, tuple) else (bases,)
+        return self.shipped.class_format(cls).bases(cls)
 
     def metaclass(self, cls):
         """The metaclass symbol of a class shipped by value (None: trusted)."""
-        if self.kind(cls) == "class":
-            args = cls.args if isinstance(cls.args, tuple) else ()
-            return args[0] if args else None
+        found = self.shipped.class_format(cls)
+        if found.kind == "class":
+            return found.metaclass(cls)
         bases = self.bases(cls)
         return self.metaclass(bases[-1]) if bases and self.is_class(bases[-1]) else None
 
@@ -547,11 +529,7 @@ class Scan:
                     found |= self.hooks(given, names, seen)
                 return found
             return set(names) if self.is_computed(cls) else set()
-        found = {
-            key
-            for key, value in self.attributes(cls)
-            if key in names and self.is_computed(value)
-        }
+        found = {key for key, value in self.attributes(cls) if key in names and self.is_computed(value)}
         for base in self.bases(cls):
             found |= self.hooks(base, names, seen)
         return found
@@ -611,9 +589,7 @@ class Scan:
                 return name not in NOT_INERT_RECONSTRUCTORS
             if module in UPSTREAM_MODULES and name in UPSTREAM_RECONSTRUCTORS:
                 return name not in NOT_INERT_RECONSTRUCTORS
-            if module == "builtins" and (
-                name in SAFE_BUILTIN_CLASSES or name in BUILTIN_EXCEPTIONS or name == "type"
-            ):
+            if module == "builtins" and (name in SAFE_BUILTIN_CLASSES or name in BUILTIN_EXCEPTIONS or name == "type"):
                 return True  # checked as calls themselves
             if key == CODECS_ENCODE:
                 return True
@@ -637,8 +613,7 @@ class Scan:
         key = self.ref_key(func)
         if key is None or args is None:
             if args is None and op in ("REDUCE", "NEWOBJ", "NEWOBJ_EX"):
-                self.refuse(func.module, func.name, "call", call.start,
-                            "its arguments are computed while loading")
+                self.refuse(func.module, func.name, "call", call.start, "its arguments are computed while loading")
             return
         module, name = key
         for cls in self.instance_classes(call):
@@ -669,24 +644,23 @@ class Scan:
         elif (module, name) in GETITEM:
             self.check_getitem(call, args)
         elif (module, name) in ((NATIVE, "make_exception"),):
-            cls = args[0] if args else None
+            cls = MAKE_EXCEPTION_ARGS.get(args, "cls")
             hooks = self.hooks(cls, frozenset(["__setattr__", "args"]))
             if hooks:
                 self.refuse_hooks(cls, hooks, call.start, "making an exception of")
         elif module == NATIVE and name in WRAPPING_RECONSTRUCTORS:
             self.check_wrapping(call, name, args)
         elif (module, name) == (NATIVE, "class_dict_item"):
-            owner = args[0] if args else None
+            owner = CLASS_DICT_ITEM_ARGS.get(args, "owner")
             hooks = self.meta_hooks(owner, LOOKUP_HOOKS)
             if hooks:
                 self.refuse_hooks(self.metaclass(owner), hooks, call.start, "reading the namespace of")
-        elif (module, name) == (NATIVE, "make_dict_view") or (
-            module in UPSTREAM_MODULES and name == "_make_dict_keys"
-        ):
+        elif (module, name) == (NATIVE, "make_dict_view") or (module in UPSTREAM_MODULES and name == "_make_dict_keys"):
             if module == NATIVE:
-                contents = args[1] if len(args) > 1 and args[0] == "keys" else None
+                is_keys = MAKE_DICT_VIEW_ARGS.get(args, "kind") == "keys"
+                contents = MAKE_DICT_VIEW_ARGS.get(args, "contents") if is_keys else None
             else:
-                contents = args[0] if args else None
+                contents = UPSTREAM_MAKE_DICT_VIEW.get(args, "obj")
             for item in getattr(contents, "items", ()) or ():
                 self.check_hashed(item, call.start)
 
@@ -694,12 +668,15 @@ class Scan:
         """``make_lru_cache``, ``make_singledispatch``...: the wrapped callable
         and the registered classes are looked at; their registrations must be
         written out, not computed."""
-        wrapped_at, registrations_at = WRAPPING_RECONSTRUCTORS[name]
-        if len(args) > wrapped_at:
-            self.check_looked_at(args[wrapped_at], call.start, "wrapping")
-        if registrations_at is None or len(args) <= registrations_at:
+        layout = arguments_of(name)
+        wrapped_field, registrations_field = WRAPPING_RECONSTRUCTORS[name]
+        missing = object()
+        wrapped = layout.get(args, wrapped_field, missing)
+        if wrapped is not missing:
+            self.check_looked_at(wrapped, call.start, "wrapping")
+        registrations = layout.get(args, registrations_field, missing) if registrations_field else missing
+        if registrations is missing:
             return
-        registrations = args[registrations_at]
         if not isinstance(registrations, tuple):
             self.refuse(NATIVE, name, "call", call.start, "its registrations are computed while loading")
             return
@@ -748,11 +725,10 @@ class Scan:
     def refuse_hooks(self, cls, hooks, offset, verb):
         module, name = self.label(cls)
         what = ", ".join(sorted(hooks))
-        self.refuse(module, name, "class shipped by value", offset,
-                    f"{verb} it would run {what}, shipped by value")
+        self.refuse(module, name, "class shipped by value", offset, f"{verb} it would run {what}, shipped by value")
 
     def check_state_setter(self, call, needed, args):
-        target = args[0] if args else None
+        target = SETTER_CALL.get(args, "obj")
         kind = self.kind(target)
         if needed == "class":
             ok = kind in CLASS_KINDS
@@ -762,12 +738,13 @@ class Scan:
             ok = kind == needed
         if not ok:
             module, name = self.label(target) if target is not None else ("?", None)
-            self.refuse(module, name, "modified", call.start,
-                        f"loading would change a {needed} the pickle did not make")
+            self.refuse(
+                module, name, "modified", call.start, f"loading would change a {needed} the pickle did not make"
+            )
             return
         if needed == "class":
             meta = self.meta_hooks(target, frozenset(["__setattr__"]))
-            if self.registers_subclasses(call, args):
+            if self.shipped.registers_subclasses(call.func, SETTER_CALL.get(args, "state")):
                 meta |= self.meta_hooks(target, META_REGISTER_HOOKS)
                 own = self.hooks(target, frozenset(["register", "__subclasshook__"]))
                 if own:
@@ -775,29 +752,12 @@ class Scan:
             if meta:
                 self.refuse_hooks(self.metaclass(target), meta, call.start, "setting the attributes of a class of")
 
-    def registers_subclasses(self, call, args):
-        """Whether a class state setter registers ABC virtual subclasses
-        (ours: ``(attributes, registry)``; upstream's: ``_abc_impl`` in them)."""
-        sym = self.sym
-        state = args[1] if len(args) > 1 else None
-        if not isinstance(state, tuple) or len(state) != 2:
-            return True
-        if self.ref_key(call.func)[0] == NATIVE:
-            registry = state[1]
-        else:
-            registry = state[0].get("_abc_impl") if isinstance(state[0], sym.SymDict) else None
-        if registry is None:
-            return False
-        items = registry.items if isinstance(registry, (sym.SymList, sym.SymSet)) else registry
-        return not (isinstance(items, (tuple, list)) and not items)
-
     def check_class_maker(self, call, kind, args):
         """A class shipped by value: its metaclass and bases must not run
         code of the pickle while it is made; its namespace must be inert."""
         sym = self.sym
-        bases_index, meta = (2, args[0] if args else None) if kind == "class" else (0, None)
-        bases = args[bases_index] if len(args) > bases_index else ()
-        bases = bases if isinstance(bases, tuple) else (bases,)
+        found = self.shipped.class_format(call)
+        meta, bases = found.metaclass(call), found.bases(call)
         if meta is not None and not isinstance(meta, sym.Ref):
             if self.is_class(meta):
                 hooks = self.hooks(meta, META_MAKE_HOOKS) | self.meta_hooks(meta, META_CALL_HOOKS)
@@ -805,8 +765,7 @@ class Scan:
                     self.refuse_hooks(meta, hooks, call.start, "making a class with the metaclass")
             else:
                 module, name = self.label(meta)
-                self.refuse(module, name, "metaclass", call.start,
-                            "the metaclass is computed while loading")
+                self.refuse(module, name, "metaclass", call.start, "the metaclass is computed while loading")
         base_hooks = ENUM_BASE_HOOKS if kind == "enum" else BASE_HOOKS
         for base in bases:
             if isinstance(base, sym.Ref):
@@ -814,31 +773,33 @@ class Scan:
             made_by_allowed = isinstance(base, sym.Call) and isinstance(base.func, sym.Ref)
             if not self.is_class(base) and not made_by_allowed:
                 module, name = self.label(base)
-                self.refuse(module, name, "base class", call.start,
-                            "a base class is computed while loading")
+                self.refuse(module, name, "base class", call.start, "a base class is computed while loading")
                 continue
             hooks = self.hooks(base, base_hooks) | self.meta_hooks(base, META_MAKE_HOOKS)
             if hooks:
                 self.refuse_hooks(base, hooks, call.start, "deriving a class from")
-        namespace = args[3] if len(args) > 3 else None
-        if isinstance(namespace, sym.SymDict):
-            for key, value in namespace.pairs:
-                if not self.inert(value) and not self.is_class(value):
-                    module, name = self.label(value)
-                    self.refuse(module, name, "class namespace", call.start,
-                                f"the value of {key!r} is computed while loading")
+        for key, value in found.namespace(call).pairs:
+            if not self.inert(value) and not self.is_class(value):
+                module, name = self.label(value)
+                self.refuse(
+                    module, name, "class namespace", call.start, f"the value of {key!r} is computed while loading"
+                )
 
     def check_safe_builtin(self, call, name, args):
         """A builtin called without ``builtins`` being allowed."""
         if name == "getattr":
             if len(args) != 2 or not isinstance(args[1], str):
-                self.refuse("builtins", "getattr", "call", call.start,
-                            "getattr needs a constant attribute name (builtins is not allowed)")
+                self.refuse(
+                    "builtins",
+                    "getattr",
+                    "call",
+                    call.start,
+                    "getattr needs a constant attribute name (builtins is not allowed)",
+                )
                 return
             blocked = blocked_part(args[1], frozenset())
             if blocked is not None:
-                self.refuse("builtins", "getattr", "call", call.start,
-                            f"the name passes through {blocked}")
+                self.refuse("builtins", "getattr", "call", call.start, f"the name passes through {blocked}")
                 return
             self.check_getattr(call, args)
             return
@@ -849,13 +810,11 @@ class Scan:
                 self.refuse("builtins", name, "call", call.start, "object() takes no arguments here")
             check = self.plain if name in COLLECTIONS else self.inert
             if not all(check(a) for a in args):
-                self.refuse("builtins", name, "call", call.start,
-                            "its arguments include objects whose code would run")
+                self.refuse("builtins", name, "call", call.start, "its arguments include objects whose code would run")
             return
         if name.endswith(".__new__"):
             return  # object.__new__(cls): no code of the pickle
-        self.refuse("builtins", name, "call", call.start,
-                    "calling it is allowed only when builtins is allowed")
+        self.refuse("builtins", name, "call", call.start, "calling it is allowed only when builtins is allowed")
 
     def check_getattr(self, call, args):
         """``getattr(obj, name)`` on a class or instance shipped by value: no
@@ -905,15 +864,14 @@ class Scan:
         cls, base, state = args
         if not isinstance(base, self.sym.Ref):
             module, name = self.label(base)
-            self.refuse(module, name, "call", call.start,
-                        "copyreg._reconstructor's base class must be a global")
+            self.refuse(module, name, "call", call.start, "copyreg._reconstructor's base class must be a global")
         if not (self.is_class(cls) or isinstance(cls, self.sym.Ref)):
             module, name = self.label(cls)
-            self.refuse(module, name, "call", call.start,
-                        "copyreg._reconstructor's class is computed while loading")
+            self.refuse(module, name, "call", call.start, "copyreg._reconstructor's class is computed while loading")
         if state is not None and not self.inert(state):
-            self.refuse("copyreg", "_reconstructor", "call", call.start,
-                        "its state includes objects whose code would run")
+            self.refuse(
+                "copyreg", "_reconstructor", "call", call.start, "its state includes objects whose code would run"
+            )
         hooks = self.hooks(cls, frozenset(["__del__"]))
         if hooks:
             self.refuse_hooks(cls, hooks, call.start, "creating an instance of")
@@ -929,28 +887,37 @@ class Scan:
                 self.refuse_hooks(obj, hooks, call.start, "subscripting")
         elif not isinstance(obj, self.sym.Ref) and not self.inert(obj):
             module, name = self.label(obj)
-            self.refuse(module, name, "call", call.start,
-                        "subscripting an object computed while loading would run its code")
+            self.refuse(
+                module, name, "call", call.start, "subscripting an object computed while loading would run its code"
+            )
         keys = key if isinstance(key, tuple) else (key,)
         for item in keys:
-            if not (self.inert(item) or self.is_class(item) or self.kind(item) is None and
-                    isinstance(item, self.sym.Call) and self.ref_key(item.func) in GETITEM):
+            if not (
+                self.inert(item)
+                or self.is_class(item)
+                or self.kind(item) is None
+                and isinstance(item, self.sym.Call)
+                and self.ref_key(item.func) in GETITEM
+            ):
                 module, name = self.label(item)
-                self.refuse(module, name, "call", call.start,
-                            "a subscript is computed while loading")
+                self.refuse(module, name, "call", call.start, "a subscript is computed while loading")
 
     # -- BUILD, APPENDS, SETITEMS, ADDITEMS; hashing
 
     def check_mutation(self, op, target, state, pos):
         sym = self.sym
         if isinstance(target, sym.Ref):
-            self.refuse(target.module, target.name, "modified", pos,
-                        f"{op} would change a global object the pickle did not make")
+            self.refuse(
+                target.module,
+                target.name,
+                "modified",
+                pos,
+                f"{op} would change a global object the pickle did not make",
+            )
             return
         if not isinstance(target, sym.Call):
             return
-        needed = {"BUILD": BUILD_HOOKS, "APPENDS": APPEND_HOOKS, "SETITEMS": SETITEM_HOOKS,
-                  "ADDITEMS": ADD_HOOKS}[op]
+        needed = {"BUILD": BUILD_HOOKS, "APPENDS": APPEND_HOOKS, "SETITEMS": SETITEM_HOOKS, "ADDITEMS": ADD_HOOKS}[op]
         if op == "BUILD":
             self.check_build_attributes(target, state, pos)
         kind = self.kind(target)
@@ -964,9 +931,9 @@ class Scan:
             return
         if kind in INERT_KINDS:
             return
-        if op == "BUILD" and isinstance(state, tuple) and len(state) == 2 and state[1] is not None:
+        slots = STATE_AND_SLOTSTATE.get(state, "slotstate")
+        if op == "BUILD" and isinstance(state, tuple) and len(state) == 2 and slots is not None:
             needed = needed | frozenset(["__setattr__"])
-            slots = state[1]
             if isinstance(slots, sym.SymDict):
                 for cls in self.instance_classes(target):
                     for key in slots.str_keys():
@@ -976,8 +943,12 @@ class Scan:
         for cls in self.instance_classes(target):
             hooks = self.hooks(cls, needed)
             if hooks:
-                verb = {"BUILD": "setting the state of", "APPENDS": "appending to",
-                        "SETITEMS": "setting items of", "ADDITEMS": "adding to"}[op]
+                verb = {
+                    "BUILD": "setting the state of",
+                    "APPENDS": "appending to",
+                    "SETITEMS": "setting items of",
+                    "ADDITEMS": "adding to",
+                }[op]
                 self.refuse_hooks(cls, hooks, pos, f"{verb} an instance of")
 
     def check_build_attributes(self, target, state, pos):
@@ -991,8 +962,9 @@ class Scan:
             for key, value in attributes.pairs:
                 if key in CALLED_ATTRIBUTES and self.is_computed(value):
                     module, name = self.label(target)
-                    self.refuse(module, name, "modified", pos,
-                                f"BUILD gives it an attribute {key} that loading would call")
+                    self.refuse(
+                        module, name, "modified", pos, f"BUILD gives it an attribute {key} that loading would call"
+                    )
 
     def check_hashed(self, value, pos, depth=0):
         sym = self.sym

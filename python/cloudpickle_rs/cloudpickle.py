@@ -19,9 +19,13 @@ from . import _native
 from ._native import (
     Pickler,
     _class_setstate,
+    _extract_class_dict,
     _extract_code_globals,
     _file_reconstructor,
+    _find_imported_submodules,
     _function_setstate,
+    _get_bases,
+    _get_cell_contents,
     _get_dataclass_field_type_sentinel,
     _is_registered_pickle_by_value,
     _lookup_class_or_track,
@@ -71,9 +75,7 @@ _UPSTREAM_IMPORTED_NAMES = {
 _UPSTREAM_GLOBAL_OPS = ("STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_GLOBAL")
 
 #: The classes of the ``types`` module by the name ``_builtin_type`` takes.
-_BUILTIN_TYPE_NAMES = {
-    value: name for name, value in vars(types).items() if type(value) is type
-}
+_BUILTIN_TYPE_NAMES = {value: name for name, value in vars(types).items() if type(value) is type}
 
 
 def instance(cls):
@@ -88,35 +90,6 @@ class _empty_cell_value:
     @classmethod
     def __reduce__(cls):
         return cls.__name__
-
-
-def _get_cell_contents(cell):
-    """A cell's value, or ``_empty_cell_value`` for an empty cell."""
-    try:
-        return cell.cell_contents
-    except ValueError:
-        return _empty_cell_value
-
-
-def _get_bases(typ):
-    """``__orig_bases__`` when the class itself defines it (PEP 560), else ``__bases__``."""
-    if "__orig_bases__" in getattr(typ, "__dict__", {}):
-        return typ.__orig_bases__
-    return typ.__bases__
-
-
-def _extract_class_dict(cls):
-    """A copy of ``cls.__dict__`` without the values it shares with its bases,
-    its keys sorted (as upstream's)."""
-    own = cls.__dict__
-    inherited = {}
-    for base in reversed(cls.__bases__):
-        inherited.update(base.__dict__)
-    return {
-        name: own[name]
-        for name in sorted(own)
-        if not (name in inherited and inherited[name] is own[name])
-    }
 
 
 def _whichmodule(obj, name):
@@ -143,23 +116,6 @@ def is_tornado_coroutine(func):
     gen = sys.modules.get("tornado.gen")
     is_coroutine_function = getattr(gen, "is_coroutine_function", None)
     return bool(is_coroutine_function is not None and is_coroutine_function(func))
-
-
-def _find_imported_submodules(code, top_level_dependencies):
-    """Submodules of the packages in ``top_level_dependencies`` that ``code``
-    reaches by attribute names only (``import os.path`` then ``os.path.join``)."""
-    names = set(code.co_names)
-    found = []
-    for dependency in top_level_dependencies:
-        if not isinstance(dependency, types.ModuleType):
-            continue
-        if not getattr(dependency, "__package__", None):
-            continue
-        prefix = dependency.__name__ + "."
-        for name in list(sys.modules):
-            if name.startswith(prefix) and set(name[len(prefix) :].split(".")) <= names:
-                found.append(sys.modules[name])
-    return found
 
 
 def _upstream_incidental(name):

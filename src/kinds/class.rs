@@ -215,7 +215,7 @@ fn tracked<'py, const N: usize>(
 }
 
 /// `__orig_bases__` for generic classes (PEP 560), else `__bases__`.
-fn bases_of<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+pub fn bases_of<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let own = cls.getattr(intern!(py, "__dict__"))?;
     match lookup::mapping_get(&own, intern!(py, "__orig_bases__"))? {
@@ -227,7 +227,7 @@ fn bases_of<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
 /// The class's own attributes (not identical to a base's), with canonical
 /// names, in definition order (`vars(cls)`); the receiver keeps that order
 /// (see [`keep_written_order`]), so the class pickles to the same bytes again.
-fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
+pub fn own_attributes<'py>(cls: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyDict>> {
     let py = cls.py();
     let own = cls
         .getattr(intern!(py, "__dict__"))?

@@ -375,7 +375,7 @@ fn referenced_globals<'py>(
 /// Submodules the body reaches as attributes of a package it references
 /// (`import os.path` then `os.path.join`): pickled by reference beside the
 /// function so that loading imports them. Sorted by name for determinism.
-fn imported_submodules<'py>(
+pub fn imported_submodules<'py>(
     code: &Bound<'py, PyAny>,
     referenced: Option<&Bound<'py, PyDict>>,
     closure: Option<&Bound<'py, PyTuple>>,
