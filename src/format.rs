@@ -4,7 +4,38 @@
 //! inspector, the compat writer and the diagnostics index by name.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyModule, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyModule, PyTuple};
+
+use crate::support::statics;
+
+/// The version of the format our pickles are written in. A pickle names it
+/// (`reconstructor(name, VERSION)`, and every code blob), and a receiver
+/// that reads another refuses it by name (`_native.FORMAT["version"]`).
+pub const VERSION: u8 = 1;
+
+/// Refuses a pickle written in another format than [`VERSION`].
+pub fn check_version(found: u8) -> PyResult<()> {
+    if found == VERSION {
+        return Ok(());
+    }
+    Err(other_format(&found.to_string()))
+}
+
+/// [`check_version`] of a format number read from a pickle, any object.
+pub fn check_version_object(found: &Bound<'_, PyAny>) -> PyResult<()> {
+    match found.cast_exact::<PyInt>().map(|n| n.extract::<u8>()) {
+        Ok(Ok(found)) => check_version(found),
+        _ => Err(other_format(&found.repr()?.to_string())),
+    }
+}
+
+fn other_format(found: &str) -> PyErr {
+    statics::UnpicklingError::new_err(format!(
+        "this pickle was written in cloudpickle-rs's format {found}; cloudpickle-rs {} reads format {VERSION}: \
+         load it with the cloudpickle-rs release that wrote it",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
 
 /// Declares a layout: a module of position constants, `LEN` and `FIELD_NAMES`.
 #[macro_export]
@@ -26,7 +57,9 @@ macro_rules! layout {
 
 /// Adds `FORMAT`, an empty dict the kinds fill with [`export`], to the module.
 pub fn start(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("FORMAT", PyDict::new(m.py()))
+    let format = PyDict::new(m.py());
+    format.set_item("version", VERSION)?;
+    m.add("FORMAT", format)
 }
 
 /// `_native.FORMAT[name] = fields`.

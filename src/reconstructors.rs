@@ -133,10 +133,19 @@ pub fn get(py: Python<'_>, which: Reconstructor) -> PyResult<&Bound<'_, PyAny>> 
     Ok(table(py)?.callables[which as usize].bind(py))
 }
 
-/// `reconstructor(name)`: the reconstructor of that name.
+/// `reconstructor(name, format)`: the reconstructor of that name, for a
+/// pickle written in `format` (refused unless it is ours; a pickle written
+/// by hand may leave it out).
 #[pyfunction]
-pub fn reconstructor<'py>(name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (name, format = None))]
+pub fn reconstructor<'py>(
+    name: &Bound<'py, PyString>,
+    format: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = name.py();
+    if let Some(found) = format {
+        crate::format::check_version_object(found)?;
+    }
     let wanted = name.to_str()?;
     match Reconstructor::ALL.iter().find(|r| r.name() == wanted) {
         Some(found) => Ok(get(py, *found)?.clone()),
@@ -155,7 +164,13 @@ pub fn reduce_reconstructor<'py>(function: &Bound<'py, PyAny>) -> PyResult<Bound
     match table.names_by_address.get(&(function.as_ptr() as usize)) {
         Some(name) => reduce(
             table.reconstructor.bind(py).clone(),
-            PyTuple::new(py, [name.bind(py)])?,
+            PyTuple::new(
+                py,
+                [
+                    name.bind(py).clone().into_any(),
+                    crate::format::VERSION.into_pyobject(py)?.into_any(),
+                ],
+            )?,
         ),
         None => Ok(not_implemented(py)),
     }

@@ -71,6 +71,7 @@ import typing
 
 import cloudpickle_rs
 from cloudpickle_rs import _native
+from testutils import code_blob
 
 SCRIPT = os.path.abspath(__file__)
 DEFAULT_CHUNK = 25_000
@@ -225,9 +226,7 @@ def public_callables():
 
 def code_args_of(code):
     """The argument tuple our pickles hand make_code for ``code``."""
-    reducer = _native.Pickler(io.BytesIO()).reducer_override(code)
-    version, args = reducer[1]
-    return args
+    return _native.Pickler(io.BytesIO()).reducer_override(code)[1]
 
 
 def object_pool():
@@ -426,29 +425,42 @@ def hostile_values():
 
 
 def code_like_tuples(values, base_args):
-    """Tuples shaped like CodeType's arguments, each with something wrong."""
+    """``make_code``'s ``(blob, objects)``, each with something wrong: bytes
+    of the blob, its header, its bytecode (in an otherwise sound blob), or
+    the objects beside it."""
     from hypothesis import strategies as st
 
     @st.composite
     def build(draw):
-        args = list(draw(st.sampled_from(base_args)))
-        how = draw(st.sampled_from(["replace", "bytecode", "resize", "swap", "consts"]))
-        if how == "replace":
-            for _ in range(draw(st.integers(1, 3))):
-                args[draw(st.integers(0, len(args) - 1))] = draw(values)
+        blob, objects = draw(st.sampled_from(base_args))
+        data, objects = bytearray(blob), list(objects)
+        how = draw(st.sampled_from(["bytes", "header", "bytecode", "objects", "resize"]))
+        if how == "bytes":
+            for _ in range(draw(st.integers(1, 4))):
+                i = draw(st.integers(0, len(data) - 1))
+                edit = draw(st.sampled_from(["set", "insert", "delete", "cut"]))
+                if edit == "set":
+                    data[i] = draw(st.integers(0, 255))
+                elif edit == "insert":
+                    data.insert(i, draw(st.integers(0, 255)))
+                elif edit == "delete":
+                    del data[i]
+                else:
+                    del data[i:]
+                if not data:
+                    break
+        elif how == "header":
+            data[draw(st.integers(0, 3))] = draw(st.integers(0, 255))
         elif how == "bytecode":
-            index = next(i for i, a in enumerate(args) if isinstance(a, bytes))
-            args[index] = draw(st.binary(max_size=64))
-        elif how == "resize":
-            size = draw(st.integers(0, len(args) + 3))
-            args = (args + [draw(values) for _ in range(3)])[:size]
-        elif how == "swap":
-            i, j = draw(st.integers(0, len(args) - 1)), draw(st.integers(0, len(args) - 1))
-            args[i], args[j] = args[j], args[i]
+            forged = code_blob(_native._code_fields(blob, tuple(objects)), code=draw(st.binary(max_size=64)))
+            data, objects = bytearray(forged[0]), list(forged[1])
+        elif how == "objects":
+            for _ in range(draw(st.integers(1, 3))):
+                objects[draw(st.integers(0, len(objects) - 1))] = draw(values)
         else:
-            index = next(i for i, a in enumerate(args) if isinstance(a, tuple))
-            args[index] = tuple(draw(st.lists(values, max_size=4)))
-        return tuple(args)
+            size = draw(st.integers(0, len(objects) + 3))
+            objects = (objects + [draw(values) for _ in range(3)])[:size]
+        return bytes(data), tuple(objects)
 
     return build()
 
@@ -465,12 +477,14 @@ def entry_points(pool):
     fn_state = tuple("m" if field == "module" else None for field in _native.FORMAT["function_state"])
     pickler = _native.Pickler(io.BytesIO())
     descriptor = _native.Pickler.__dict__["dispatch_table"]
-    version = _native.PYTHON_VERSION
     n = _native
     simple = {
-        "make_function": [(code, {}, "outer", "outer", None), (closure.__code__, {}, "f", "f", (cell,))],
+        "make_function": [
+            (code, {}, None, "outer", "outer"),
+            (closure.__code__, {}, (cell,), "f", "f", None, (1,)),
+        ],
         "function_setstate": [(lambda: 0, fn_state)],
-        "make_code": [(version, code_args_of(code)), (version, code_args_of(closure.__code__))],
+        "make_code": [code_args_of(code), code_args_of(closure.__code__)],
         "make_cell": [(), (1,)],
         "cell_set": [(n.make_cell(), 1)],
         "make_method": [(closure, plain_cls())],
@@ -492,8 +506,9 @@ def entry_points(pool):
         "make_singledispatchmethod": [(closure, ((int, closure),))],
         "make_context_var": [("fuzz_var", (), "fuzz-cv"), ("fuzz_var_d", (1,), "fuzz-cv-d")],
         "make_traceback": [((("a.py", "f", 3), ("b.py", "g", 0)),)],
-        "reconstructor": [("make_code",), ("subimport",)],
+        "reconstructor": [("make_code", _native.FORMAT["version"]), ("subimport",)],
         "_tracked": [("fuzz-track",), ("no-such-id",)],
+        "_code_fields": [code_args_of(code), code_args_of(closure.__code__)],
         "_make_function": [(code, {}, "outer", None, None)],
         "_function_setstate": [(lambda: 0, ({}, {"__module__": "m"}))],
         "_make_empty_cell": [()],
@@ -870,8 +885,8 @@ def guarded_reconstructor(allowed, guarded):
     """Our pickles' one global: the native ``reconstructor``, whose results
     are the native reconstructors themselves, but for the guarded ones."""
 
-    def reconstructor(name):
-        found = _native.reconstructor(name)
+    def reconstructor(name, format=None):
+        found = _native.reconstructor(name, format)
         allowed.check(allowed.reconstructors, name, "reconstructor")
         return guarded.get(id(found), found)
 

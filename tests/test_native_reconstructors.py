@@ -16,6 +16,7 @@ import pytest
 import cloudpickle_rs
 from cloudpickle_rs import _native
 from cloudpickle_rs._trust import UPSTREAM_RECONSTRUCTORS
+from testutils import CODE_BLOB_SOURCE
 
 #: Upstream cloudpickle's private pickling-side helpers, served natively
 #: (src/compat.rs); its load-side names are ``_trust.UPSTREAM_RECONSTRUCTORS``.
@@ -33,13 +34,15 @@ UPSTREAM_HELPERS = [
 
 #: Every function of the extension that takes arguments from anyone: our
 #: reconstructors, what hands them out, what the restricted loader asks
-#: before a class is made, and upstream's names.
+#: before a class is made, what the inspector reads a code blob with, and
+#: upstream's names.
 RECONSTRUCTORS = list(
     dict.fromkeys(
         [
             *_native.RECONSTRUCTORS,
             "reconstructor",
             "_tracked",
+            "_code_fields",
             *sorted(name for name in UPSTREAM_RECONSTRUCTORS if hasattr(_native, name)),
             *UPSTREAM_HELPERS,
         ]
@@ -161,29 +164,30 @@ cases = [
 ]
 for closure, error in cases:
     try:
-        _native.make_function(code, {}, closure, None, "inner", "inner")
+        _native.make_function(code, {}, closure, "inner", "inner")
     except error:
         pass
     else:
         raise AssertionError(f"closure {closure!r} accepted")
-f = _native.make_function(code, {}, (cell,), None, "inner", "outer.<locals>.inner")
+f = _native.make_function(code, {}, (cell,), "inner", "outer.<locals>.inner")
 assert f() == 5 and f.__qualname__ == "outer.<locals>.inner"
 g = _native.make_function(code, {}, (cell,))
 assert g.__name__ == "inner" and g() == 5
 DICT = _native.FORMAT["function_state"].index("dict")
-h = _native.make_function(code, {}, (cell,), (None,) * DICT + ({"tag": 1},))
+h = _native.make_function(code, {}, (cell,), None, None, *(None,) * DICT, {"tag": 1})
 assert h.tag == 1
 module_without_doc = (None,) * (len(_native.FORMAT["function_state"]) - 1)
-for bad_state in ((None, "notatuple"), module_without_doc, "x"):
+too_long = (None,) * (len(_native.FORMAT["function_state"]) + 1)
+for bad_state in ((None, "notatuple"), module_without_doc, too_long, ("x",)):
     try:
-        _native.make_function(code, {}, (cell,), bad_state)
+        _native.make_function(code, {}, (cell,), None, None, *bad_state)
     except (TypeError, ValueError):
         pass
     else:
         raise AssertionError(f"state {bad_state!r} accepted")
 assert "__builtins__" in f.__globals__
 try:
-    _native.make_function((lambda: 0).__code__, {}, (cell,), None, "f", "f")
+    _native.make_function((lambda: 0).__code__, {}, (cell,), "f", "f")
 except ValueError:
     pass
 else:
@@ -227,19 +231,92 @@ for not_a_function in (len, None, 1, type):
     )
 
 
-def test_make_code_names_both_versions_on_mismatch():
-    out = run_checks(
-        """
-import pickle, sys
+def make_code_checks(src):
+    """``run_checks`` with ``code_blob`` and ``code_fields(code)``: the
+    fields our pickles hand make_code for ``code``, by name."""
+    return run_checks(
+        CODE_BLOB_SOURCE
+        + """
+import io
 from cloudpickle_rs import _native
+
+def code_fields(code):
+    return _native._code_fields(*_native.Pickler(io.BytesIO()).reducer_override(code)[1])
+"""
+        + textwrap.dedent(src)
+    )
+
+
+def test_make_code_names_both_versions_on_mismatch():
+    out = make_code_checks(
+        """
+import pickle
+fields = code_fields((lambda x: x + 1).__code__)
+for version in [(2, 7), (3, 8), (3, 99)]:
+    try:
+        _native.make_code(*code_blob(fields, version=version))
+    except pickle.UnpicklingError as e:
+        print(e)
+    else:
+        raise AssertionError(f"code of {version} accepted")
+"""
+    )
+    here = "{}.{}".format(*sys.version_info[:2])
+    assert "CPython 2.7" in out and "CPython 3.99" in out and out.count(here) == 3, out
+
+
+def test_a_pickle_of_another_format_is_refused_by_name():
+    out = make_code_checks(
+        r"""
+import pickle, cloudpickle_rs
+fields = code_fields((lambda x: x + 1).__code__)
+assert _native.make_code(*code_blob(fields)).co_name == "<lambda>"
 try:
-    _native.make_code((2, 7), ())
+    _native.make_code(*code_blob(fields, format=_native.FORMAT["version"] + 1))
+except pickle.UnpicklingError as e:
+    print(e)
+payload = cloudpickle_rs.dumps(lambda: 1)
+written = pickle.dumps(_native.FORMAT["version"], protocol=5)[2:-1]  # BININT1 n
+assert b"make_function\x94" + written in payload, payload
+try:
+    cloudpickle_rs.loads(payload.replace(b"make_function\x94" + written, b"make_function\x94K\x63"))
 except pickle.UnpicklingError as e:
     print(e)
 """
     )
-    here = "{}.{}".format(*sys.version_info[:2])
-    assert "2.7" in out and here in out
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    for line in lines:
+        assert "cloudpickle-rs's format" in line and f"format {_native.FORMAT['version']}" in line, line
+    assert "format 99" in lines[1]
+
+
+def test_a_corrupted_code_blob_is_an_error_never_a_crash():
+    out = make_code_checks(
+        r"""
+fields = code_fields((lambda x, *, y=2: x + y).__code__)
+blob, objects = code_blob(fields)
+corrupted = {"objects missing": (blob, objects[:-1]), "objects extra": (blob, objects + ("x",)),
+             "not a blob": (b"X" + blob[1:], objects), "a byte more": (blob + b"\0", objects)}
+corrupted.update((f"cut at {n}", (blob[:n], objects)) for n in range(len(blob)))
+for label, args in corrupted.items():
+    try:
+        _native.make_code(*args)
+    except ValueError as e:
+        assert "make_code: a corrupted code object" in str(e), e
+        print("refused:", label)
+    else:
+        print("ACCEPTED:", label)
+try:
+    _native.make_code(blob, tuple(5 for _ in objects))
+except (TypeError, ValueError) as e:
+    print("refused: objects of the wrong types:", type(e).__name__)
+else:
+    print("ACCEPTED: objects of the wrong types")
+"""
+    )
+    assert "ACCEPTED" not in out
+    assert out.count("refused:") >= 8, out
 
 
 def test_make_code_refuses_bytecode_cpython_cannot_have_compiled():
@@ -247,17 +324,12 @@ def test_make_code_refuses_bytecode_cpython_cannot_have_compiled():
     # opcode's count of inline cache units, so forged bytecode corrupted
     # memory before any of it ran (found by the fuzz harness: a segfault on
     # 3.12). Real bytecode, from every code object of a module, still loads.
-    out = run_checks(
+    out = make_code_checks(
         r"""
-import gc, io, opcode
-from cloudpickle_rs import _native
-
-def make_code_args(code):  # (version, args): what our pickles hand make_code
-    return _native.Pickler(io.BytesIO()).reducer_override(code)[1]
+import gc, opcode
 
 def with_bytecode(code, bytecode):
-    version, args = make_code_args(code)
-    return version, tuple(bytecode if a == code.co_code else a for a in args)
+    return code_blob(code_fields(code), code=bytecode)
 
 def walk(code):
     yield code
@@ -269,7 +341,7 @@ import json
 source = open(json.__file__.replace("__init__.py", "decoder.py")).read()
 real = list(walk(compile(source, "decoder.py", "exec")))
 for code in real:
-    assert _native.make_code(*make_code_args(code)).co_code == code.co_code
+    assert _native.make_code(*code_blob(code_fields(code))).co_code == code.co_code
 
 sample = max(real, key=lambda c: len(c.co_code))
 entries = getattr(opcode, "_inline_cache_entries", [])

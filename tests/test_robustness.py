@@ -275,14 +275,15 @@ def outer():
 
 
 code_with_cell = outer().__code__
-version = _native.PYTHON_VERSION
 hostile_calls = [
-    (_native.make_code, (version, ())),
-    (_native.make_code, ((2, 7), ())),
+    (_native.make_code, (b"", ())),
+    (_native.make_code, (b"C\x01\x02\x07", ())),
     (_native.make_code, ("3.11", None)),
-    (_native.make_function, (None, {}, "f", "f", None)),
-    (_native.make_function, (code_with_cell, {}, "f", "f", None)),
-    (_native.make_function, (code_with_cell, {}, "f", "f", (1,))),
+    (_native.make_code, (b"C" + b"\xff" * 64, ())),
+    (_native.make_function, (None, {}, None, "f", "f")),
+    (_native.make_function, (code_with_cell, {}, None, "f", "f")),
+    (_native.make_function, (code_with_cell, {}, (1,), "f", "f")),
+    (_native.make_function, (code_with_cell, {}, (_native.make_cell(1),), "f", "f", "not globals")),
     (_native.function_setstate, (len, (None,) * len(_native.FORMAT["function_state"]))),
     # Module without doc: one item short of a full state.
     (_native.function_setstate, (make_adder, (None,) * (len(_native.FORMAT["function_state"]) - 1))),

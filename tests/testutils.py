@@ -253,3 +253,42 @@ def send_and_receive(
     if receiver.returncode != 0:
         raise SubprocessFailure(_describe("sender", sender) + "\n" + _describe("receiver", receiver))
     return _text(receiver.stdout)
+
+
+#: ``code_blob(fields, **changes)``: our ``make_code``'s ``(blob, objects)``
+#: from fields named as ``_native._code_fields`` gives them, with ``changes``
+#: applied. The blob layout of src/kinds/code/blob.rs, written again here so
+#: that tests can forge blobs. Source text, to run in the subprocesses of
+#: tests that may crash the interpreter.
+CODE_BLOB_SOURCE = """
+def code_blob(fields, **changes):
+    from cloudpickle_rs import _native
+
+    fields = dict(fields, **changes)
+
+    def varint(n):
+        out = bytearray()
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+        return bytes(out)
+
+    version = tuple(fields["version"])
+    if version >= (3, 11):
+        tables, trailing = ["code", "linetable", "exceptiontable"], ["filename", "name", "qualname"]
+    else:
+        tables = ["code", "linetable" if version == (3, 10) else "lnotab"]
+        trailing = ["filename", "name"]
+    blob = bytearray(b"C") + bytes([fields["format"], *version])
+    for name in _native.FORMAT["code_ints"]:
+        blob += varint((fields[name] << 1) ^ (fields[name] >> 63))
+    for name in _native.FORMAT["code_counts"]:
+        blob += varint(len(fields[name]))
+    blob += varint(len(tables))
+    for name in tables:
+        blob += varint(len(fields.get(name, b""))) + fields.get(name, b"")
+    runs = sum((tuple(fields[name]) for name in _native.FORMAT["code_counts"]), ())
+    return bytes(blob), runs + tuple(fields.get(name, "") for name in trailing)
+"""
+exec(CODE_BLOB_SOURCE)

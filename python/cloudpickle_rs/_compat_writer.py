@@ -20,6 +20,7 @@ import functools
 import importlib
 import operator
 import pickle
+import sys
 import types
 import typing
 
@@ -28,7 +29,6 @@ from . import cloudpickle as _mirror
 from ._layouts import (
     CLASS_ARGS,
     CLASS_STATE,
-    CODE_ARGS,
     ENUM_ARGS,
     FUNCTION_ARGS,
     FUNCTION_STATE,
@@ -42,6 +42,9 @@ from ._layouts import (
     UPSTREAM_MAKE_SKELETON_ENUM,
     UPSTREAM_MAKE_TYPEVAR,
     arguments_of,
+    code_fields,
+    code_fields_for,
+    function_state,
     reduction,
 )
 from ._native import Pickler
@@ -141,7 +144,7 @@ def _function(func, reduced):
     args = REDUCTION.get(reduced, "args")
     closure = FUNCTION_ARGS.get(args, "closure")
     # A state of plain values travels as an argument, any other one apart.
-    state = REDUCTION.get(reduced, "state", FUNCTION_ARGS.get(args, "state"))
+    state = function_state(args, REDUCTION.get(reduced, "state"))
     annotate = FUNCTION_STATE.get(state, "annotate")
     if annotate is not None and FUNCTION_STATE.get(state, "annotations") is None:
         # 3.14, annotations not computed yet: they stay lazy (upstream's
@@ -193,9 +196,10 @@ def _cell(obj, reduced):
 
 
 def _code(obj, reduced):
-    """``types.CodeType(*fields)``: our fields are already in the order of
-    the running version's constructor (we add only the version tag)."""
-    return reduction(types.CodeType, CODE_ARGS.get(REDUCTION.get(reduced, "args"), "fields"))
+    """``types.CodeType(*fields)``, the running version's arguments, read
+    from our blob and its objects."""
+    fields = code_fields(REDUCTION.get(reduced, "args"))
+    return reduction(types.CodeType, tuple(fields[name] for name in code_fields_for(sys.version_info[:2]).fields))
 
 
 def _class(obj, reduced):

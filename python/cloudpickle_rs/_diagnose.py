@@ -31,6 +31,7 @@ from ._layouts import (
     FUNCTION_STATE,
     REDUCTION,
     STATE_AND_SLOTSTATE,
+    function_state,
 )
 
 #: Pickling attempts one diagnosis may make.
@@ -339,7 +340,7 @@ def _native_reduction_children(path, obj, reduced):
 def _function_children(path, func, reduced):
     args = REDUCTION.get(reduced, "args")
     # A state of plain values travels as an argument, any other one apart.
-    state = REDUCTION.get(reduced, "state", FUNCTION_ARGS.get(args, "state"))
+    state = function_state(args, REDUCTION.get(reduced, "state"))
     freevars = getattr(getattr(func, "__code__", None), "co_freevars", ())
     for name, cell in zip(freevars, FUNCTION_ARGS.get(args, "closure") or ()):
         if name == "__classdict__":

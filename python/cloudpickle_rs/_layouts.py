@@ -9,11 +9,12 @@ names (src/compat.rs); a reduction
 own protocol. Code that reads such a tuple asks for a field by its name:
 
     FUNCTION_ARGS.get(args, "closure")
-    code_fields_for(version).get(fields, "qualname")
+    code_fields(args)["qualname"]
 """
 
 import functools
 import inspect
+import pickle
 
 from . import _native
 
@@ -83,6 +84,29 @@ CLASS_STATE = _ours("class_state")
 TYPE_PARAMETER_ARGS = _ours("type_parameter_args")
 
 
+def function_state(args, state=None):
+    """Our function's state: ``state``, what ``function_setstate`` applies,
+    else the fields written after ``make_function``'s first arguments (a
+    state of plain values travels there); None if there is none."""
+    if state is None and isinstance(args, tuple) and len(args) > len(FUNCTION_ARGS):
+        return args[len(FUNCTION_ARGS) :]
+    return state
+
+
+def code_fields(args):
+    """What our ``make_code``'s arguments hold, by field name (the running
+    version's ``types.CodeType`` arguments and the code's ``format`` and
+    CPython ``version``; see ``_native._code_fields``), or None when they
+    are not a blob and its objects."""
+    blob, objects = CODE_ARGS.get(args, "blob"), CODE_ARGS.get(args, "objects")
+    if type(blob) is not bytes or type(objects) is not tuple:
+        return None
+    try:
+        return _native._code_fields(blob, objects)
+    except (ValueError, pickle.UnpicklingError):
+        return None
+
+
 @functools.cache
 def arguments_of(name):
     """The layout of the positional arguments of the extension's function
@@ -112,7 +136,7 @@ CODE_FIELDS = _code_field_layouts()
 
 def code_fields_for(version):
     """The layout of ``types.CodeType``'s arguments on ``version`` ``(major,
-    minor)``, as ``make_code`` carries it; None for anything else."""
+    minor)``; None for anything else."""
     if not (isinstance(version, tuple) and len(version) == 2 and all(type(v) is int for v in version)):
         return None
     found = None

@@ -200,8 +200,8 @@ class _KeepTracked:
         return found
 
     def _reconstructor(self, reconstructor):
-        def guarded_reconstructor(name):
-            return self._wrapped(name, reconstructor(name), self.MAKERS, self.SETTERS, None)
+        def guarded_reconstructor(name, format=None):
+            return self._wrapped(name, reconstructor(name, format), self.MAKERS, self.SETTERS, None)
 
         return guarded_reconstructor
 

@@ -428,30 +428,38 @@ pub fn set_function_annotate(
     Ok(())
 }
 
-/// Builds a function as `types.FunctionType` does, with a qualified name.
+/// Builds a function as `types.FunctionType` does, with a qualified name,
+/// once `closure` fits the code's free variables.
 pub fn new_function<'py>(
     code: &Bound<'py, PyCode>,
     globals: &Bound<'py, PyDict>,
     qualname: Option<&Bound<'py, PyString>>,
+    closure: Option<&Bound<'py, PyTuple>>,
 ) -> PyResult<Bound<'py, PyFunction>> {
+    check_closure(code, closure)?;
     let qualname = qualname.map_or(ptr::null_mut(), Bound::as_ptr);
     // SAFETY: `code` is a code object, `globals` a dict, `qualname` a str or
     // NULL; the call returns a new function or NULL with an exception set.
-    unsafe {
-        Ok(Bound::from_owned_ptr_or_err(
+    let func: Bound<'py, PyFunction> = unsafe {
+        Bound::from_owned_ptr_or_err(
             code.py(),
             ffi::PyFunction_NewWithQualName(code.as_ptr(), globals.as_ptr(), qualname),
         )?
-        .cast_into_unchecked())
+        .cast_into_unchecked()
+    };
+    if let Some(closure) = closure {
+        // SAFETY: `func` is a function and `closure` a tuple of one cell per
+        // free variable of its code (checked above).
+        check(code.py(), unsafe {
+            ffi::PyFunction_SetClosure(func.as_ptr(), closure.as_ptr())
+        })?;
     }
+    Ok(func)
 }
 
 /// Checks that `closure` fits the free variables of `code`: CPython trusts
 /// a function's closure to hold exactly one cell per free variable.
-pub fn check_closure(
-    code: &Bound<'_, PyCode>,
-    closure: Option<&Bound<'_, PyTuple>>,
-) -> PyResult<()> {
+fn check_closure(code: &Bound<'_, PyCode>, closure: Option<&Bound<'_, PyTuple>>) -> PyResult<()> {
     let freevars = code
         .getattr(pyo3::intern!(code.py(), "co_freevars"))?
         .len()?;
@@ -472,22 +480,6 @@ pub fn check_closure(
         )));
     }
     Ok(())
-}
-
-/// Sets a function's closure, once it fits the code's free variables.
-pub fn set_function_closure(
-    func: &Bound<'_, PyFunction>,
-    closure: &Bound<'_, PyTuple>,
-) -> PyResult<()> {
-    let code = func
-        .getattr(pyo3::intern!(func.py(), "__code__"))?
-        .cast_into::<PyCode>()?;
-    check_closure(&code, Some(closure))?;
-    // SAFETY: `func` is a function and `closure` a tuple of one cell per
-    // free variable of its code (checked).
-    check(func.py(), unsafe {
-        ffi::PyFunction_SetClosure(func.as_ptr(), closure.as_ptr())
-    })
 }
 
 /// Sets `__defaults__` (None or a tuple) or `__kwdefaults__` (None or a dict).

@@ -23,7 +23,9 @@ use crate::support::reduce::{reduce, reduce_with_setter};
 use crate::support::{lookup, names, statics};
 
 layout! {
-    /// `make_function`'s arguments.
+    /// `make_function`'s first arguments; the fields of its
+    /// [`function_state`](super::function_state) follow them when they
+    /// cannot lead back to the function (else `function_setstate` gets them).
     pub mod function_args {
         CODE = "code",
         /// The shared globals dict (see [`shared_base_globals`](super::shared_base_globals)).
@@ -31,9 +33,6 @@ layout! {
         /// The function's own cells (cells pickle as empty cells filled
         /// afterwards, so a cell shared by two closures stays shared).
         CLOSURE = "closure",
-        /// A [`function_state`](super::function_state) whose values cannot
-        /// lead back to the function, else None (`function_setstate` follows).
-        STATE = "state",
         /// None: the code's `co_name`.
         NAME = "name",
         /// None: the code's `co_qualname` (its `co_name` before 3.11).
@@ -154,15 +153,28 @@ fn reduce_dynamic_function<'py>(
         state[at::MODULE] = Some(names::canonical(parts.module)?);
         state[at::DOC] = Some(parts.doc);
     }
-    let state = trimmed_tuple(py, state)?;
     let make = reconstructors::get(py, Reconstructor::MakeFunction)?.clone();
+    let state_len = trimmed_len(&state);
     // State that cannot lead back to the function can be made before it:
-    // it then goes in make_function's arguments, saving the setstate call.
-    if state.is_empty() || is_plain(state.as_any(), &mut PLAIN_BUDGET.clone()) {
-        args[arg::STATE] = (!state.is_empty()).then(|| state.into_any());
+    // it then follows make_function's first arguments, saving the setstate call.
+    if state_len == 0 {
         return reduce(make, trimmed_tuple(py, args)?);
     }
+    let mut budget = PLAIN_BUDGET;
+    if state[..state_len]
+        .iter()
+        .flatten()
+        .all(|field| is_plain(field, &mut budget))
+    {
+        let none = py.None().into_bound(py);
+        let inline = args
+            .into_iter()
+            .chain(state.into_iter().take(state_len))
+            .map(|item| item.unwrap_or_else(|| none.clone()));
+        return reduce(make, PyTuple::new(py, inline.collect::<Vec<_>>())?);
+    }
     let setstate = reconstructors::get(py, Reconstructor::FunctionSetstate)?.clone();
+    let state = trimmed_tuple(py, state)?;
     reduce_with_setter(make, trimmed_tuple(py, args)?, state.into_any(), setstate)
 }
 
@@ -240,14 +252,19 @@ fn trimmed_tuple<'py, const N: usize>(
     py: Python<'py>,
     items: [Option<Bound<'py, PyAny>>; N],
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let len = items
-        .iter()
-        .rposition(Option::is_some)
-        .map_or(0, |last| last + 1);
+    let len = trimmed_len(&items);
     PyTuple::new(
         py,
         items.into_iter().take(len).map(|item| or_none(py, item)),
     )
+}
+
+/// How many of `items` are left once the trailing Nones are cut.
+fn trimmed_len(items: &[Option<Bound<'_, PyAny>>]) -> usize {
+    items
+        .iter()
+        .rposition(Option::is_some)
+        .map_or(0, |last| last + 1)
 }
 
 /// `a == b`, without a comparison call when they are one object (the usual
@@ -451,14 +468,14 @@ pub fn imported_submodules<'py>(
 /// state arrives through [`function_setstate`]) and names (None: the code's
 /// own name and qualified name).
 #[pyfunction]
-#[pyo3(signature = (code, globals, closure = None, state = None, name = None, qualname = None))]
+#[pyo3(signature = (code, globals, closure = None, name = None, qualname = None, *state))]
 pub fn make_function<'py>(
     code: &Bound<'py, PyAny>,
     globals: &Bound<'py, PyDict>,
     closure: Option<&Bound<'py, PyTuple>>,
-    state: Option<&Bound<'py, PyTuple>>,
     name: Option<&Bound<'py, PyString>>,
     qualname: Option<&Bound<'py, PyString>>,
+    state: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyFunction>> {
     let py = code.py();
     let Some(code) = ffi::as_code(code) else {
@@ -467,19 +484,15 @@ pub fn make_function<'py>(
             code.get_type().name()?
         )));
     };
-    ffi::check_closure(code, closure)?;
     // Without `__builtins__`, 3.9 would give the function a bare builtins namespace.
     if !globals.contains(intern!(py, "__builtins__"))? {
         globals.set_item(intern!(py, "__builtins__"), statics::builtins_dict(py)?)?;
     }
-    let func = ffi::new_function(code, globals, qualname)?;
+    let func = ffi::new_function(code, globals, qualname, closure)?;
     if let Some(name) = name {
         func.setattr(intern!(py, "__name__"), name)?;
     }
-    if let Some(closure) = closure {
-        ffi::set_function_closure(&func, closure)?;
-    }
-    if let Some(state) = state {
+    if !state.is_empty() {
         set_state(&func, state)?;
     }
     Ok(func)

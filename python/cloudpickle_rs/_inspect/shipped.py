@@ -7,7 +7,6 @@ import collections
 from .._layouts import (
     CLASS_ARGS,
     CLASS_STATE,
-    CODE_ARGS,
     ENUM_ARGS,
     FUNCTION_ARGS,
     FUNCTION_STATE,
@@ -17,9 +16,10 @@ from .._layouts import (
     UPSTREAM_MAKE_SKELETON_CLASS,
     UPSTREAM_MAKE_SKELETON_ENUM,
     arguments_of,
-    code_fields_for,
+    code_fields,
     code_fields_of_length,
 )
+from .._layouts import function_state as layouts_function_state
 from .._trust import NATIVE, UPSTREAM_MODULES
 from .machine import Call, Ref, SymDict, SymList, SymSet
 
@@ -86,34 +86,30 @@ class CodeSummary:
 
     __slots__ = ("name", "qualname", "filename", "firstlineno", "consts")
 
-    def __init__(self, layout, fields):
-        self.name = text(layout.get(fields, "name"))
-        qualname = layout.get(fields, "qualname") if layout.has("qualname") else self.name
-        self.qualname = text(qualname)
-        self.filename = text(layout.get(fields, "filename"))
-        line = layout.get(fields, "firstlineno")
+    def __init__(self, fields):
+        self.name = text(fields.get("name"))
+        self.qualname = text(fields.get("qualname", fields.get("name")))
+        self.filename = text(fields.get("filename"))
+        line = fields.get("firstlineno")
         self.firstlineno = line if type(line) is int else None
-        self.consts = layout.get(fields, "consts")
+        self.consts = fields.get("consts")
 
 
 def code_summary(call):
     """The :class:`CodeSummary` when ``call`` makes a code object: ours,
-    ``make_code(version, fields)``, or upstream's ``types.CodeType(*fields)``
+    ``make_code(blob, objects)``, or upstream's ``types.CodeType(*fields)``
     (the running version's arguments, told apart by their number); else None."""
     func = callee(call) if isinstance(call, Call) else None
     if func is None:
         return None
     if func.is_(NATIVE, "make_code"):
-        fields = CODE_ARGS.get(call.args, "fields")
-        layout = code_fields_for(CODE_ARGS.get(call.args, "version"))
-    elif func.is_("types", "CodeType"):
-        fields = call.args
-        layout = code_fields_of_length(len(fields)) if isinstance(fields, tuple) else None
+        fields = code_fields(call.args)
+    elif func.is_("types", "CodeType") and isinstance(call.args, tuple):
+        layout = code_fields_of_length(len(call.args))
+        fields = layout and layout.read(call.args)
     else:
         return None
-    if layout is None or not isinstance(fields, tuple):
-        return None
-    return CodeSummary(layout, fields)
+    return CodeSummary(fields) if fields else None
 
 
 def shipped_code(call):
@@ -154,9 +150,9 @@ def function_format(call):
 
 def function_state(call):
     """Our function's state: what ``function_setstate`` applies, or the
-    ``state`` argument (a state of plain values travels as one)."""
-    state = last_state(call)
-    return FUNCTION_ARGS.get(call.args, "state") if state is None else state
+    fields after ``make_function``'s first arguments (a state of plain
+    values travels there)."""
+    return layouts_function_state(call.args, last_state(call))
 
 
 def function_slotstate(call):

@@ -1,0 +1,568 @@
+//! Code objects: the global names they reference (cached per code object,
+//! read from the bytecode in `bytecode`), and their reduction.
+//!
+//! Wire layout: `make_code(*code_args)`: a blob (`blob`: the numbers and
+//! byte tables, with the format and CPython version) and a tuple of the
+//! objects (constants, then names, variable names, free and cell
+//! variables, file name, name and qualified name). Loading rebuilds
+//! `types.CodeType(*code_fields)` of the running version from them.
+
+mod blob;
+mod bytecode;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{
+    PyBytes, PyDict, PyFrozenSet, PyInt, PyList, PyModule, PyString, PyTuple, PyWeakrefReference,
+};
+
+use crate::format;
+use crate::layout;
+use crate::reconstructors::{self, Reconstructor};
+use crate::support::weakmap::WeakMap;
+use crate::support::{names, statics};
+
+layout! {
+    /// `make_code`'s arguments.
+    pub mod code_args {
+        /// Bytes: the format, the CPython version, the numbers and byte
+        /// tables (see `blob`).
+        BLOB = "blob",
+        /// The constants and names, as objects (see `blob::code_counts`).
+        OBJECTS = "objects",
+    }
+}
+
+layout! {
+    /// `types.CodeType`'s arguments on 3.11 and later.
+    pub mod code_fields_3_11 {
+        ARGCOUNT = "argcount",
+        POSONLYARGCOUNT = "posonlyargcount",
+        KWONLYARGCOUNT = "kwonlyargcount",
+        NLOCALS = "nlocals",
+        STACKSIZE = "stacksize",
+        FLAGS = "flags",
+        CODE = "code",
+        CONSTS = "consts",
+        NAMES = "names",
+        VARNAMES = "varnames",
+        FILENAME = "filename",
+        NAME = "name",
+        QUALNAME = "qualname",
+        FIRSTLINENO = "firstlineno",
+        LINETABLE = "linetable",
+        EXCEPTIONTABLE = "exceptiontable",
+        FREEVARS = "freevars",
+        CELLVARS = "cellvars",
+    }
+}
+
+layout! {
+    /// `types.CodeType`'s arguments on 3.10.
+    pub mod code_fields_3_10 {
+        ARGCOUNT = "argcount",
+        POSONLYARGCOUNT = "posonlyargcount",
+        KWONLYARGCOUNT = "kwonlyargcount",
+        NLOCALS = "nlocals",
+        STACKSIZE = "stacksize",
+        FLAGS = "flags",
+        CODE = "code",
+        CONSTS = "consts",
+        NAMES = "names",
+        VARNAMES = "varnames",
+        FILENAME = "filename",
+        NAME = "name",
+        FIRSTLINENO = "firstlineno",
+        LINETABLE = "linetable",
+        FREEVARS = "freevars",
+        CELLVARS = "cellvars",
+    }
+}
+
+layout! {
+    /// `types.CodeType`'s arguments on 3.9.
+    pub mod code_fields_3_9 {
+        ARGCOUNT = "argcount",
+        POSONLYARGCOUNT = "posonlyargcount",
+        KWONLYARGCOUNT = "kwonlyargcount",
+        NLOCALS = "nlocals",
+        STACKSIZE = "stacksize",
+        FLAGS = "flags",
+        CODE = "code",
+        CONSTS = "consts",
+        NAMES = "names",
+        VARNAMES = "varnames",
+        FILENAME = "filename",
+        NAME = "name",
+        FIRSTLINENO = "firstlineno",
+        LNOTAB = "lnotab",
+        FREEVARS = "freevars",
+        CELLVARS = "cellvars",
+    }
+}
+
+#[cfg(all(Py_3_10, not(Py_3_11)))]
+pub use code_fields_3_10 as code_fields;
+/// `types.CodeType`'s arguments on the running version.
+#[cfg(Py_3_11)]
+pub use code_fields_3_11 as code_fields;
+#[cfg(not(Py_3_10))]
+pub use code_fields_3_9 as code_fields;
+
+/// Adds `make_code` and the code layouts (of every version: the inspector
+/// reads pickles of other versions) to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    reconstructors::add(m, Reconstructor::MakeCode, wrap_pyfunction!(make_code, m)?)?;
+    m.add_class::<SortedFrozenSet>()?;
+    m.add_function(wrap_pyfunction!(code_fields_of_blob, m)?)?;
+    format::export(m, "code_args", &code_args::FIELD_NAMES)?;
+    format::export(m, "code_ints", &blob::code_ints::FIELD_NAMES)?;
+    format::export(m, "code_counts", &blob::code_counts::FIELD_NAMES)?;
+    format::export(m, "code_fields_3.9", &code_fields_3_9::FIELD_NAMES)?;
+    format::export(m, "code_fields_3.10", &code_fields_3_10::FIELD_NAMES)?;
+    format::export(m, "code_fields_3.11", &code_fields_3_11::FIELD_NAMES)
+}
+
+/// The CPython minor version code objects are tied to, written into every
+/// pickled code object so that a mismatch is reported by name on load.
+pub fn python_version(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
+    static VERSION: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    VERSION
+        .get_or_try_init(py, || {
+            let v = py.version_info();
+            PyTuple::new(py, [v.major, v.minor]).map(Bound::unbind)
+        })
+        .map(|version| version.bind(py))
+}
+
+fn extract_global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    let py = code.py();
+    let mut names = bytecode::UniqueNames::new(py)?;
+    bytecode::walk_global_ops(code, &mut names)?;
+    // A nested `def` or lambda is a code constant; its globals count as ours.
+    for constant in bytecode::nested_codes(code)? {
+        for name in global_names(&constant)?.iter() {
+            names.push(name.cast_into::<PyString>()?)?;
+        }
+    }
+    // Canonical (see `support::names`): they are written as referenced globals' names.
+    let names = names
+        .order
+        .into_iter()
+        .map(|name| names::canonical(name.into_any()))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(py, names)
+}
+
+/// For an annotation scope (3.12+: `__annotate__`, a type parameter's bound,
+/// a type alias's value, in a class body), `(i, names)`: its closure's cell
+/// `i` is `__classdict__`, which holds the class's whole namespace, and
+/// `names` are the ones it reads from it. None for any other code.
+pub fn class_namespace_reads<'py>(
+    code: &Bound<'py, PyAny>,
+) -> PyResult<Option<(usize, Bound<'py, PyTuple>)>> {
+    let py = code.py();
+    let found = if let Some(found) = cached(code, Derived::ClassNamespace) {
+        found
+    } else {
+        let freevars = code
+            .getattr(intern!(py, "co_freevars"))?
+            .cast_into::<PyTuple>()?;
+        let mut index = None;
+        for (i, name) in freevars.iter().enumerate() {
+            if name.eq(intern!(py, "__classdict__"))? {
+                index = Some(i);
+                break;
+            }
+        }
+        let found = match index {
+            Some(index) => {
+                let mut names = bytecode::UniqueNames::new(py)?;
+                bytecode::walk_class_namespace_reads(code, &mut names)?;
+                (index, PyTuple::new(py, names.order)?)
+                    .into_pyobject(py)?
+                    .into_any()
+            }
+            None => py.None().into_bound(py),
+        };
+        remember(code, Derived::ClassNamespace, &found)?;
+        found
+    };
+    if found.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(found.extract()?))
+}
+
+/// What is derived from a code object, computed once per code object.
+#[derive(Clone, Copy)]
+enum Derived {
+    GlobalNames = 0,
+    Reduction = 1,
+    MadeAttributes = 2,
+    ClassNamespace = 3,
+}
+
+const DERIVED: usize = 4;
+
+/// What was derived from one code object, by [`Derived`].
+type DerivedValues = [Option<Py<PyAny>>; DERIVED];
+
+/// Code object -> what was derived from it. Python code never runs while
+/// the lock is held.
+static CACHE: Mutex<Option<WeakMap<DerivedValues>>> = Mutex::new(None);
+
+fn cached<'py>(code: &Bound<'py, PyAny>, what: Derived) -> Option<Bound<'py, PyAny>> {
+    let guard = CACHE.lock();
+    guard.as_ref()?.get(code)?[what as usize]
+        .as_ref()
+        .map(|v| v.bind(code.py()).clone())
+}
+
+fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    let weak = PyWeakrefReference::new(code)?.unbind();
+    let removed = {
+        let mut guard = CACHE.lock();
+        let cache = guard.get_or_insert_with(WeakMap::default);
+        let (derived, removed) = cache.get_or_insert_with(code, weak, Default::default);
+        derived[what as usize] = Some(value.clone().unbind());
+        removed
+    };
+    drop(removed);
+    Ok(())
+}
+
+/// The global names referenced by `code` and its nested code objects.
+pub fn global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    if let Some(names) = cached(code, Derived::GlobalNames) {
+        return Ok(names.cast_into()?);
+    }
+    let names = extract_global_names(code)?;
+    remember(code, Derived::GlobalNames, names.as_any())?;
+    Ok(names)
+}
+
+/// `(name, qualname, doc)` that a function made from `code` gets: its
+/// `co_name`, its `co_qualname` (3.11+; the name before), and its first
+/// constant when that is a str (the docstring), else None.
+pub fn made_attributes<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    if let Some(made) = cached(code, Derived::MadeAttributes) {
+        return Ok(made.cast_into()?);
+    }
+    let py = code.py();
+    let name = code.getattr(intern!(py, "co_name"))?;
+    let qualname = if cfg!(Py_3_11) {
+        code.getattr(intern!(py, "co_qualname"))?
+    } else {
+        name.clone()
+    };
+    let consts = code
+        .getattr(intern!(py, "co_consts"))?
+        .cast_into::<PyTuple>()?;
+    let doc = match consts.get_item(0) {
+        Ok(first) if first.is_instance_of::<PyString>() && has_docstring(code)? => first,
+        _ => py.None().into_bound(py),
+    };
+    let made = PyTuple::new(py, [name, qualname, doc])?;
+    remember(code, Derived::MadeAttributes, made.as_any())?;
+    Ok(made)
+}
+
+/// Whether a function made from `code` takes its first constant as its
+/// docstring: from 3.14 only when the compiler says so (`CO_HAS_DOCSTRING`),
+/// before whenever that constant is a str.
+fn has_docstring(code: &Bound<'_, PyAny>) -> PyResult<bool> {
+    const CO_HAS_DOCSTRING: u32 = 0x400_0000;
+    if !cfg!(Py_3_14) {
+        return Ok(true);
+    }
+    let flags: u32 = code.getattr(intern!(code.py(), "co_flags"))?.extract()?;
+    Ok(flags & CO_HAS_DOCSTRING != 0)
+}
+
+/// A frozenset constant pickled with its items sorted, so that a code object
+/// holding `x in {"a", "b"}` pickles to the same bytes under any hash seed.
+#[pyclass(frozen, module = "cloudpickle_rs._native")]
+pub struct SortedFrozenSet {
+    items: Py<PyList>,
+}
+
+#[pymethods]
+impl SortedFrozenSet {
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(
+            py,
+            [
+                py.get_type::<PyFrozenSet>().into_any(),
+                PyTuple::new(py, [self.items.bind(py)])?.into_any(),
+            ],
+        )
+    }
+}
+
+fn sorted_frozenset<'py>(set: &Bound<'py, PyFrozenSet>) -> PyResult<Bound<'py, PyAny>> {
+    let py = set.py();
+    let mut keyed = Vec::with_capacity(set.len());
+    for item in set.iter() {
+        let key = (
+            item.get_type().qualname()?.to_string(),
+            item.repr()?.to_string(),
+        );
+        keyed.push((key, item));
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let items = keyed
+        .into_iter()
+        .map(|(_, item)| deterministic_const(item))
+        .collect::<PyResult<Vec<_>>>()?;
+    let items = PyList::new(py, items)?.unbind();
+    Ok(Bound::new(py, SortedFrozenSet { items })?.into_any())
+}
+
+/// A code object's constant as it travels: a frozenset as its sorted
+/// stand-in, a name-like str as its canonical copy (CPython interns those
+/// in every new code object), a tuple with its items treated alike.
+fn deterministic_const(constant: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    if let Ok(text) = constant.cast_exact::<PyString>() {
+        if names::is_name_like(text) {
+            return names::canonical(constant);
+        }
+    } else if let Ok(tuple) = constant.cast_exact::<PyTuple>() {
+        return Ok(deterministic_consts(tuple)?.into_any());
+    } else if let Ok(set) = constant.cast::<PyFrozenSet>() {
+        return sorted_frozenset(set);
+    }
+    Ok(constant)
+}
+
+/// [`deterministic_const`] of each item of a tuple of constants.
+fn deterministic_consts<'py>(consts: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyTuple>> {
+    let items = consts
+        .iter()
+        .map(deterministic_const)
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(consts.py(), items)
+}
+
+/// A code object's integer attribute.
+fn int_attribute(code: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
+    code.getattr(PyString::intern(code.py(), name))?.extract()
+}
+
+/// A code object's bytes attribute.
+fn bytes_attribute<'py>(code: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyBytes>> {
+    Ok(code
+        .getattr(PyString::intern(code.py(), name))?
+        .cast_into()?)
+}
+
+/// `(blob, objects)`, the arguments of `make_code` for `code`.
+fn encode_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    use blob::{code_counts as count, code_ints as int};
+    let py = code.py();
+    let version = py.version_info();
+    let version = (version.major, version.minor);
+    let mut ints = [0; int::LEN];
+    for (value, name) in ints.iter_mut().zip(int::FIELD_NAMES) {
+        *value = int_attribute(code, &format!("co_{name}"))?;
+    }
+    let tables = blob::table_names(version)
+        .iter()
+        .map(|name| bytes_attribute(code, &format!("co_{name}")))
+        .collect::<PyResult<Vec<_>>>()?;
+    let consts = deterministic_consts(&code.getattr(intern!(py, "co_consts"))?.cast_into()?)?;
+    let mut objects: Vec<Bound<'py, PyAny>> = consts.iter().collect();
+    let mut counts = [0; count::LEN];
+    counts[count::CONSTS] = objects.len();
+    for (i, name) in count::FIELD_NAMES.iter().enumerate().skip(1) {
+        let run = code
+            .getattr(PyString::intern(py, &format!("co_{name}")))?
+            .cast_into::<PyTuple>()?;
+        counts[i] = run.len();
+        for item in run.iter() {
+            objects.push(names::canonical(item)?);
+        }
+    }
+    for name in blob::trailing_names(version) {
+        objects.push(names::canonical(
+            code.getattr(PyString::intern(py, &format!("co_{name}")))?,
+        )?);
+    }
+    let encoded = blob::Blob {
+        format: format::VERSION,
+        version,
+        ints,
+        counts,
+        tables: tables.iter().map(PyBytesMethods::as_bytes).collect(),
+    }
+    .encode();
+    let mut args: [Option<Bound<'py, PyAny>>; code_args::LEN] = Default::default();
+    args[code_args::BLOB] = Some(PyBytes::new(py, &encoded).into_any());
+    args[code_args::OBJECTS] = Some(PyTuple::new(py, objects)?.into_any());
+    format::tuple(py, args)
+}
+
+/// `(make_code, code_args)`, computed once per code object (code is immutable).
+pub fn reduce_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(reduced) = cached(code, Derived::Reduction) {
+        return Ok(reduced);
+    }
+    let reduced = reconstructors::reduce_to(Reconstructor::MakeCode, encode_code(code)?)?;
+    remember(code, Derived::Reduction, &reduced)?;
+    Ok(reduced)
+}
+
+/// A blob read with the objects beside it: every field by its name.
+struct Decoded<'py> {
+    version: (u8, u8),
+    ints: [i64; blob::code_ints::LEN],
+    /// By `blob::table_names(version)`.
+    tables: Vec<Bound<'py, PyBytes>>,
+    /// By `blob::code_counts`.
+    runs: Vec<Bound<'py, PyTuple>>,
+    /// By `blob::trailing_names(version)`.
+    trailing: Vec<Bound<'py, PyAny>>,
+}
+
+fn corrupted(what: &str) -> PyErr {
+    PyValueError::new_err(format!("make_code: a corrupted code object: {what}"))
+}
+
+/// Decodes `blob_bytes` with its `objects`; refuses another format version.
+fn decode<'py>(
+    blob_bytes: &Bound<'py, PyBytes>,
+    objects: &Bound<'py, PyTuple>,
+) -> PyResult<Decoded<'py>> {
+    let py = blob_bytes.py();
+    let decoded = blob::Blob::decode(blob_bytes.as_bytes()).map_err(|e| corrupted(&e))?;
+    format::check_version(decoded.format)?;
+    if objects.len() != decoded.objects() {
+        return Err(corrupted(&format!(
+            "{} objects for a blob that lists {}",
+            objects.len(),
+            decoded.objects()
+        )));
+    }
+    let mut at = 0;
+    let mut runs = Vec::with_capacity(decoded.counts.len());
+    for &count in &decoded.counts {
+        runs.push(objects.get_slice(at, at + count));
+        at += count;
+    }
+    let trailing = (at..objects.len())
+        .map(|i| objects.get_item(i))
+        .collect::<PyResult<Vec<_>>>()?;
+    let tables = decoded.tables.iter().map(|t| PyBytes::new(py, t)).collect();
+    Ok(Decoded {
+        version: decoded.version,
+        ints: decoded.ints,
+        tables,
+        runs,
+        trailing,
+    })
+}
+
+impl<'py> Decoded<'py> {
+    /// The arguments of `types.CodeType` on this CPython ([`code_fields`]).
+    fn code_type_args(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        use blob::{code_counts as count, code_ints as int};
+        use code_fields as at;
+        let mut fields: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
+        let int = |i: usize| Some(PyInt::new(py, self.ints[i]).into_any());
+        fields[at::ARGCOUNT] = int(int::ARGCOUNT);
+        fields[at::POSONLYARGCOUNT] = int(int::POSONLYARGCOUNT);
+        fields[at::KWONLYARGCOUNT] = int(int::KWONLYARGCOUNT);
+        fields[at::NLOCALS] = int(int::NLOCALS);
+        fields[at::STACKSIZE] = int(int::STACKSIZE);
+        fields[at::FLAGS] = int(int::FLAGS);
+        fields[at::FIRSTLINENO] = int(int::FIRSTLINENO);
+        let mut tables = self.tables.into_iter().map(Bound::into_any);
+        fields[at::CODE] = tables.next();
+        #[cfg(Py_3_10)]
+        {
+            fields[at::LINETABLE] = tables.next();
+        }
+        #[cfg(not(Py_3_10))]
+        {
+            fields[at::LNOTAB] = tables.next();
+        }
+        #[cfg(Py_3_11)]
+        {
+            fields[at::EXCEPTIONTABLE] = tables.next();
+        }
+        let run = |i: usize| Some(self.runs[i].clone().into_any());
+        fields[at::CONSTS] = run(count::CONSTS);
+        fields[at::NAMES] = run(count::NAMES);
+        fields[at::VARNAMES] = run(count::VARNAMES);
+        fields[at::FREEVARS] = run(count::FREEVARS);
+        fields[at::CELLVARS] = run(count::CELLVARS);
+        let mut trailing = self.trailing.into_iter();
+        fields[at::FILENAME] = trailing.next();
+        fields[at::NAME] = trailing.next();
+        #[cfg(Py_3_11)]
+        {
+            fields[at::QUALNAME] = trailing.next();
+        }
+        format::tuple(py, fields)
+    }
+}
+
+/// The load side of [`reduce_code`]: refuses a blob of another format or
+/// CPython minor version, and bytecode this CPython cannot have compiled;
+/// wrong types are left to `types.CodeType` to report.
+#[pyfunction]
+pub fn make_code<'py>(
+    blob: &Bound<'py, PyBytes>,
+    objects: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = blob.py();
+    let decoded = decode(blob, objects)?;
+    let here = py.version_info();
+    if decoded.version != (here.major, here.minor) {
+        return Err(statics::UnpicklingError::new_err(format!(
+            "this pickle holds Python code compiled by CPython {}.{}; it cannot be loaded by CPython {}.{}: \
+             functions and classes pickled by value need the same minor version on both sides",
+            decoded.version.0, decoded.version.1, here.major, here.minor,
+        )));
+    }
+    bytecode::check(py, decoded.tables[0].as_bytes())?;
+    statics::code_type(py)?.call1(decoded.code_type_args(py)?)
+}
+
+/// `_native._code_fields(blob, objects)`: what a pickled code object holds,
+/// by field name (and its `format` and CPython `version`), whatever the
+/// version: the inspector's view. Decoding runs no code of the pickle.
+#[pyfunction]
+#[pyo3(name = "_code_fields")]
+pub fn code_fields_of_blob<'py>(
+    blob: &Bound<'py, PyBytes>,
+    objects: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let py = blob.py();
+    let decoded = decode(blob, objects)?;
+    let fields = PyDict::new(py);
+    fields.set_item("format", format::VERSION)?;
+    fields.set_item("version", decoded.version)?;
+    for (name, value) in blob::code_ints::FIELD_NAMES.iter().zip(decoded.ints) {
+        fields.set_item(name, value)?;
+    }
+    for (name, table) in blob::table_names(decoded.version)
+        .iter()
+        .zip(decoded.tables)
+    {
+        fields.set_item(name, table)?;
+    }
+    for (name, run) in blob::code_counts::FIELD_NAMES.iter().zip(decoded.runs) {
+        fields.set_item(name, run)?;
+    }
+    for (name, value) in blob::trailing_names(decoded.version)
+        .iter()
+        .zip(decoded.trailing)
+    {
+        fields.set_item(name, value)?;
+    }
+    Ok(fields)
+}
