@@ -63,6 +63,10 @@ const BY_EXACT_TYPE: &[(Classes, Reducer)] = &[
             ("typing", "TypeVar"),
             ("typing", "ParamSpec"),
             ("typing", "TypeVarTuple"),
+            // 3.12+: the compiler makes PEP 695 type parameters, `typing` or not.
+            ("_typing", "TypeVar"),
+            ("_typing", "ParamSpec"),
+            ("_typing", "TypeVarTuple"),
         ]),
         |_, obj| typevar::reduce_type_parameter(obj),
     ),
@@ -77,7 +81,7 @@ const BY_EXACT_TYPE: &[(Classes, Reducer)] = &[
     (Classes::Attrs(&[("builtins", "memoryview")]), |_, obj| {
         misc::reduce_memoryview(obj)
     }),
-    (Classes::Attrs(&[("weakref", "WeakSet")]), |_, obj| {
+    (Classes::Attrs(&[("_weakrefset", "WeakSet")]), |_, obj| {
         misc::reduce_weakset(obj)
     }),
     (Classes::Attrs(&[("logging", "Logger")]), |_, obj| {
@@ -117,7 +121,7 @@ const BY_EXACT_TYPE: &[(Classes, Reducer)] = &[
         stdlib::reduce_new_type(obj)
     }),
     (
-        Classes::Attrs(&[("contextvars", "ContextVar")]),
+        Classes::Attrs(&[("_contextvars", "ContextVar")]),
         |_, obj| stdlib::reduce_context_var(obj),
     ),
     (
@@ -137,9 +141,10 @@ const BY_EXACT_TYPE: &[(Classes, Reducer)] = &[
 
 /// The classes of [`BY_EXACT_TYPE`] found so far, by address. A class of a
 /// module not yet imported is looked for once `sys.modules` has changed: an
-/// object of a module's class cannot exist before the module is imported,
-/// so importing this module imports none of them (`logging`, `typing`,
-/// `dataclasses`...).
+/// object of a class cannot exist before the module that defines it is
+/// imported, so importing this module imports none of them (`logging`,
+/// `typing`, `dataclasses`...). The exception, [`BUILT_IN_EARLY`], is
+/// imported at once.
 #[derive(Default)]
 struct Table {
     by_exact_type: AHashMap<usize, Reducer>,
@@ -173,6 +178,14 @@ struct Hook {
 
 static HOOK: PyOnceLock<Hook> = PyOnceLock::new();
 
+/// Built-in modules that expose classes whose objects exist before anyone
+/// imports them (3.12+: the compiler makes PEP 695 type parameters); cheap
+/// to import, they run no Python code.
+#[cfg(Py_3_12)]
+const BUILT_IN_EARLY: &[&str] = &["_typing"];
+#[cfg(not(Py_3_12))]
+const BUILT_IN_EARLY: &[&str] = &[];
+
 /// Builds the type table; `pickler` calls it when it makes the Pickler class.
 pub fn init(py: Python<'_>, dispatch_table: MemberOffset, user_table: Py<PyDict>) -> PyResult<()> {
     let mut table = Table::default();
@@ -193,6 +206,9 @@ pub fn init(py: Python<'_>, dispatch_table: MemberOffset, user_table: Py<PyDict>
                 table.add(cls, *reducer);
             }
         }
+    }
+    for module in BUILT_IN_EARLY {
+        py.import(*module)?;
     }
     resolve_pending(py, &mut table)?;
     let hook = Hook {

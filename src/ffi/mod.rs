@@ -265,6 +265,18 @@ pub fn is_heap_type(cls: &Bound<'_, PyType>) -> bool {
     flags & ffi::Py_TPFLAGS_HEAPTYPE != 0
 }
 
+/// Whether a class was made by a class statement or `type(...)`: a heap type
+/// that C code did not mark immutable (as it marks its own classes, e.g.
+/// 3.12's `typing.TypeVar`).
+pub fn is_python_class(cls: &Bound<'_, PyType>) -> bool {
+    // SAFETY: as in `is_heap_type`.
+    let flags = unsafe { ffi::PyType_GetFlags(cls.as_ptr().cast::<ffi::PyTypeObject>()) };
+    flags & ffi::Py_TPFLAGS_HEAPTYPE != 0 && flags & IMMUTABLE_TYPE == 0
+}
+
+/// `Py_TPFLAGS_IMMUTABLETYPE` (3.10+; a bit unused before).
+const IMMUTABLE_TYPE: std::ffi::c_ulong = 1 << 8;
+
 /// A heap type's own dict (its `tp_dict`); None for a static type.
 pub fn heap_type_dict<'py>(cls: &Bound<'py, PyType>) -> Option<Bound<'py, PyDict>> {
     if !is_heap_type(cls) {

@@ -125,7 +125,14 @@ pub fn reduce_class<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
     if let Some(name) = builtin_type_names(py)?.get_item(cls)? {
         return reconstructors::reduce_to(Reconstructor::BuiltinType, PyTuple::new(py, [name])?);
     }
-    if lookup::function_or_class_by_reference(cls)? {
+    // A class made by C code cannot be rebuilt from its dict: it goes by
+    // reference (as pickle writes it), even before its module is imported
+    // (3.12+: the compiler makes `typing.TypeVar`s without `typing`).
+    let by_reference = match cls.cast::<PyType>() {
+        Ok(class) if !ffi::is_python_class(class) => true,
+        _ => lookup::function_or_class_by_reference(cls)?,
+    };
+    if by_reference {
         return Ok(not_implemented(py));
     }
     if let Some(placeholder) = digest::placeholder(cls)? {

@@ -64,14 +64,18 @@ pub fn trailing_names(version: (u8, u8)) -> &'static [&'static str] {
     }
 }
 
-/// A decoded blob; its tables borrow the bytes it was read from.
+/// The most byte tables a version has (`table_names`).
+pub const MAX_TABLES: usize = 3;
+
+/// A decoded blob; its tables borrow the bytes it was read from (those
+/// past the version's `table_names` are empty).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Blob<'a> {
     pub format: u8,
     pub version: (u8, u8),
     pub ints: [i64; code_ints::LEN],
     pub counts: [usize; code_counts::LEN],
-    pub tables: Vec<&'a [u8]>,
+    pub tables: [&'a [u8]; MAX_TABLES],
 }
 
 impl Blob<'_> {
@@ -88,8 +92,9 @@ impl Blob<'_> {
         for &count in &self.counts {
             write_varint(&mut out, count as u64);
         }
-        write_varint(&mut out, self.tables.len() as u64);
-        for table in &self.tables {
+        let tables = &self.tables[..table_names(self.version).len()];
+        write_varint(&mut out, tables.len() as u64);
+        for table in tables {
             write_varint(&mut out, table.len() as u64);
             out.extend_from_slice(table);
         }
@@ -109,7 +114,7 @@ impl Blob<'_> {
             version: (header[2], header[3]),
             ints: [0; code_ints::LEN],
             counts: [0; code_counts::LEN],
-            tables: Vec::new(),
+            tables: [&[]; MAX_TABLES],
         };
         for value in &mut blob.ints {
             *value = unzigzag(reader.varint()?);
@@ -121,9 +126,9 @@ impl Blob<'_> {
         if tables != table_names(blob.version).len() {
             return Err(format!("it has {tables} byte tables"));
         }
-        for _ in 0..tables {
+        for table in &mut blob.tables[..tables] {
             let length = reader.length()?;
-            blob.tables.push(reader.take(length)?);
+            *table = reader.take(length)?;
         }
         if reader.at != bytes.len() {
             return Err("bytes follow its last table".to_owned());
@@ -149,7 +154,14 @@ impl<'a> Reader<'a> {
         Ok(taken)
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, String> {
+        if let Some(&byte) = self.bytes.get(self.at) {
+            if byte < 0x80 {
+                self.at += 1;
+                return Ok(u64::from(byte));
+            }
+        }
         let mut value: u64 = 0;
         for shift in (0..64).step_by(7) {
             let byte = self.take(1)?[0];
@@ -201,7 +213,7 @@ mod tests {
             version: (3, 11),
             ints: [2, 0, 1, 3, 4, 0x0300_0003, -7],
             counts: [1, 2, 3, 0, 1],
-            tables: vec![b"\x97\x00|\x00S\x00", b"", b"\x80\x00"],
+            tables: [b"\x97\x00|\x00S\x00", b"", b"\x80\x00"],
         }
     }
 
@@ -239,7 +251,7 @@ mod tests {
     fn the_header_is_read_whatever_follows() {
         let mut other = sample();
         other.version = (3, 9);
-        other.tables.pop();
+        other.tables[2] = b"";
         let encoded = other.encode();
         let decoded = Blob::decode(&encoded).unwrap();
         assert_eq!((decoded.format, decoded.version), (1, (3, 9)));

@@ -10,6 +10,8 @@
 mod blob;
 mod bytecode;
 
+use std::sync::OnceLock;
+
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -126,14 +128,23 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     format::export(m, "code_fields_3.11", &code_fields_3_11::FIELD_NAMES)
 }
 
-/// The CPython minor version code objects are tied to, written into every
-/// pickled code object so that a mismatch is reported by name on load.
+/// The running CPython's `(major, minor)`, which code objects are tied to
+/// (`Python::version_info` formats and parses a string at every call).
+fn running_version(py: Python<'_>) -> (u8, u8) {
+    static VERSION: OnceLock<(u8, u8)> = OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let v = py.version_info();
+        (v.major, v.minor)
+    })
+}
+
+/// [`running_version`] as a tuple (`_native.PYTHON_VERSION`).
 pub fn python_version(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
     static VERSION: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
     VERSION
         .get_or_try_init(py, || {
-            let v = py.version_info();
-            PyTuple::new(py, [v.major, v.minor]).map(Bound::unbind)
+            let (major, minor) = running_version(py);
+            PyTuple::new(py, [major, minor]).map(Bound::unbind)
         })
         .map(|version| version.bind(py))
 }
@@ -363,16 +374,19 @@ fn bytes_attribute<'py>(code: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<
 fn encode_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     use blob::{code_counts as count, code_ints as int};
     let py = code.py();
-    let version = py.version_info();
-    let version = (version.major, version.minor);
+    let version = running_version(py);
     let mut ints = [0; int::LEN];
     for (value, name) in ints.iter_mut().zip(int::FIELD_NAMES) {
         *value = int_attribute(code, &format!("co_{name}"))?;
     }
-    let tables = blob::table_names(version)
+    let owned = blob::table_names(version)
         .iter()
         .map(|name| bytes_attribute(code, &format!("co_{name}")))
         .collect::<PyResult<Vec<_>>>()?;
+    let mut tables: [&[u8]; blob::MAX_TABLES] = [&[]; blob::MAX_TABLES];
+    for (table, bytes) in tables.iter_mut().zip(&owned) {
+        *table = bytes.as_bytes();
+    }
     let consts = deterministic_consts(&code.getattr(intern!(py, "co_consts"))?.cast_into()?)?;
     let mut objects: Vec<Bound<'py, PyAny>> = consts.iter().collect();
     let mut counts = [0; count::LEN];
@@ -396,7 +410,7 @@ fn encode_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
         version,
         ints,
         counts,
-        tables: tables.iter().map(PyBytesMethods::as_bytes).collect(),
+        tables,
     }
     .encode();
     let mut args: [Option<Bound<'py, PyAny>>; code_args::LEN] = Default::default();
@@ -415,16 +429,19 @@ pub fn reduce_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
     Ok(reduced)
 }
 
+/// The most names that end the objects beside a blob (`blob::trailing_names`).
+const MAX_TRAILING: usize = 3;
+
 /// A blob read with the objects beside it: every field by its name.
 struct Decoded<'py> {
     version: (u8, u8),
     ints: [i64; blob::code_ints::LEN],
     /// By `blob::table_names(version)`.
-    tables: Vec<Bound<'py, PyBytes>>,
+    tables: [Option<Bound<'py, PyBytes>>; blob::MAX_TABLES],
     /// By `blob::code_counts`.
-    runs: Vec<Bound<'py, PyTuple>>,
+    runs: [Option<Bound<'py, PyTuple>>; blob::code_counts::LEN],
     /// By `blob::trailing_names(version)`.
-    trailing: Vec<Bound<'py, PyAny>>,
+    trailing: [Option<Bound<'py, PyAny>>; MAX_TRAILING],
 }
 
 fn corrupted(what: &str) -> PyErr {
@@ -437,38 +454,41 @@ fn decode<'py>(
     objects: &Bound<'py, PyTuple>,
 ) -> PyResult<Decoded<'py>> {
     let py = blob_bytes.py();
-    let decoded = blob::Blob::decode(blob_bytes.as_bytes()).map_err(|e| corrupted(&e))?;
-    format::check_version(decoded.format)?;
-    if objects.len() != decoded.objects() {
+    let found = blob::Blob::decode(blob_bytes.as_bytes()).map_err(|e| corrupted(&e))?;
+    format::check_version(found.format)?;
+    if objects.len() != found.objects() {
         return Err(corrupted(&format!(
             "{} objects for a blob that lists {}",
             objects.len(),
-            decoded.objects()
+            found.objects()
         )));
     }
+    let mut decoded = Decoded {
+        version: found.version,
+        ints: found.ints,
+        tables: Default::default(),
+        runs: Default::default(),
+        trailing: Default::default(),
+    };
+    let tables = blob::table_names(found.version).len();
+    for (made, table) in decoded.tables.iter_mut().zip(&found.tables[..tables]) {
+        *made = Some(PyBytes::new(py, table));
+    }
     let mut at = 0;
-    let mut runs = Vec::with_capacity(decoded.counts.len());
-    for &count in &decoded.counts {
-        runs.push(objects.get_slice(at, at + count));
+    for (run, &count) in decoded.runs.iter_mut().zip(&found.counts) {
+        *run = Some(objects.get_slice(at, at + count));
         at += count;
     }
-    let trailing = (at..objects.len())
-        .map(|i| objects.get_item(i))
-        .collect::<PyResult<Vec<_>>>()?;
-    let tables = decoded.tables.iter().map(|t| PyBytes::new(py, t)).collect();
-    Ok(Decoded {
-        version: decoded.version,
-        ints: decoded.ints,
-        tables,
-        runs,
-        trailing,
-    })
+    for (name, i) in decoded.trailing.iter_mut().zip(at..objects.len()) {
+        *name = Some(objects.get_item(i)?);
+    }
+    Ok(decoded)
 }
 
 impl<'py> Decoded<'py> {
     /// The arguments of `types.CodeType` on this CPython ([`code_fields`]).
     fn code_type_args(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        use blob::{code_counts as count, code_ints as int};
+        use blob::code_ints as int;
         use code_fields as at;
         let mut fields: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
         let int = |i: usize| Some(PyInt::new(py, self.ints[i]).into_any());
@@ -479,33 +499,33 @@ impl<'py> Decoded<'py> {
         fields[at::STACKSIZE] = int(int::STACKSIZE);
         fields[at::FLAGS] = int(int::FLAGS);
         fields[at::FIRSTLINENO] = int(int::FIRSTLINENO);
-        let mut tables = self.tables.into_iter().map(Bound::into_any);
-        fields[at::CODE] = tables.next();
+        let [code, line_table, exception_table] = self.tables.map(|t| t.map(Bound::into_any));
+        fields[at::CODE] = code;
         #[cfg(Py_3_10)]
         {
-            fields[at::LINETABLE] = tables.next();
+            fields[at::LINETABLE] = line_table;
         }
         #[cfg(not(Py_3_10))]
         {
-            fields[at::LNOTAB] = tables.next();
+            fields[at::LNOTAB] = line_table;
         }
+        let [consts, names, varnames, freevars, cellvars] =
+            self.runs.map(|run| run.map(Bound::into_any));
+        fields[at::CONSTS] = consts;
+        fields[at::NAMES] = names;
+        fields[at::VARNAMES] = varnames;
+        fields[at::FREEVARS] = freevars;
+        fields[at::CELLVARS] = cellvars;
+        let [filename, name, qualname] = self.trailing;
+        fields[at::FILENAME] = filename;
+        fields[at::NAME] = name;
         #[cfg(Py_3_11)]
         {
-            fields[at::EXCEPTIONTABLE] = tables.next();
+            fields[at::EXCEPTIONTABLE] = exception_table;
+            fields[at::QUALNAME] = qualname;
         }
-        let run = |i: usize| Some(self.runs[i].clone().into_any());
-        fields[at::CONSTS] = run(count::CONSTS);
-        fields[at::NAMES] = run(count::NAMES);
-        fields[at::VARNAMES] = run(count::VARNAMES);
-        fields[at::FREEVARS] = run(count::FREEVARS);
-        fields[at::CELLVARS] = run(count::CELLVARS);
-        let mut trailing = self.trailing.into_iter();
-        fields[at::FILENAME] = trailing.next();
-        fields[at::NAME] = trailing.next();
-        #[cfg(Py_3_11)]
-        {
-            fields[at::QUALNAME] = trailing.next();
-        }
+        #[cfg(not(Py_3_11))]
+        let _ = (exception_table, qualname);
         format::tuple(py, fields)
     }
 }
@@ -520,15 +540,17 @@ pub fn make_code<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = blob.py();
     let decoded = decode(blob, objects)?;
-    let here = py.version_info();
-    if decoded.version != (here.major, here.minor) {
+    let here = running_version(py);
+    if decoded.version != here {
         return Err(statics::UnpicklingError::new_err(format!(
             "this pickle holds Python code compiled by CPython {}.{}; it cannot be loaded by CPython {}.{}: \
              functions and classes pickled by value need the same minor version on both sides",
-            decoded.version.0, decoded.version.1, here.major, here.minor,
+            decoded.version.0, decoded.version.1, here.0, here.1,
         )));
     }
-    bytecode::check(py, decoded.tables[0].as_bytes())?;
+    if let Some(code) = &decoded.tables[0] {
+        bytecode::check(py, code.as_bytes())?;
+    }
     statics::code_type(py)?.call1(decoded.code_type_args(py)?)
 }
 
