@@ -16,7 +16,7 @@ import pytest
 import cloudpickle_rs
 from cloudpickle_rs import _native
 from cloudpickle_rs._trust import UPSTREAM_RECONSTRUCTORS
-from testutils import CODE_BLOB_SOURCE
+from testutils import CODE_BLOB_SOURCE, run_sender, subprocess_loads
 
 #: Upstream cloudpickle's private pickling-side helpers, served natively
 #: (src/compat.rs); its load-side names are ``_trust.UPSTREAM_RECONSTRUCTORS``.
@@ -479,3 +479,32 @@ def test_a_pickle_names_one_global_of_ours():
     strings = [arg for op, arg, _ in pickletools.genops(payload) if isinstance(arg, str)]
     assert strings.count("cloudpickle_rs._native") == 1
     assert "make_function" in strings and "make_code" in strings
+
+
+def test_loading_a_function_again_reuses_its_code_and_never_mixes_up_constants():
+    # A worker that receives the same function for every task makes its
+    # code object once; code objects that differ only in constants Python
+    # calls equal (1, 1.0, True; 0.0, -0.0) have one blob and must stay apart.
+    sources = ["1", "1.0", "True", "0.0", "-0.0", "(1, 2)", "(1.0, 2)", "'a'", "b'a'"]
+    payload = run_sender(
+        f"""
+import io
+import cloudpickle_rs
+from cloudpickle_rs import _native
+fs = [eval("lambda: " + source) for source in {sources!r}]
+blobs = {{_native.Pickler(io.BytesIO()).reducer_override(f.__code__)[1][0] for f in fs}}
+assert len(blobs) < len(fs), blobs  # some of them share a blob
+objs = [cloudpickle_rs.dumps(f) for f in fs]
+"""
+    )
+    subprocess_loads(
+        payload,
+        f"""
+first = [pickle.loads(p) for p in objs]
+again = [pickle.loads(p) for p in objs]
+results = [f() for f in first + again]
+assert [repr(r) for r in results] == {sources!r} * 2, results
+assert all(a.__code__ is b.__code__ for a, b in zip(first, again))
+assert len({{id(f.__code__) for f in first}}) == len(first)
+""",
+    )

@@ -6,6 +6,7 @@
 //! function, `make_function(*args)` then `function_setstate(f, state)` once
 //! `f` is memoized. Trailing None items of both are left out.
 
+use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -134,7 +135,7 @@ fn reduce_dynamic_function<'py>(
     args[arg::CLOSURE] = closure.clone().map(Bound::into_any);
     args[arg::NAME] = differing(parts.name, &made.get_item(0)?)?;
     args[arg::QUALNAME] = differing(parts.qualname, &made.get_item(1)?)?;
-    let referenced = referenced_globals(&code, &globals)?;
+    let referenced = last_referenced_globals(&code, &globals)?;
     let submodules = imported_submodules(&code, referenced.as_ref(), closure.as_ref())?;
     let mut state: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
     if parts.has_annotations {
@@ -161,11 +162,14 @@ fn reduce_dynamic_function<'py>(
         return reduce(make, trimmed_tuple(py, args)?);
     }
     let mut budget = PLAIN_BUDGET;
-    if state[..state_len]
-        .iter()
-        .flatten()
-        .all(|field| is_plain(field, &mut budget))
-    {
+    let mut plain = true;
+    for field in state[..state_len].iter().flatten() {
+        if !is_plain(field, &mut budget)? {
+            plain = false;
+            break;
+        }
+    }
+    if plain {
         let none = py.None().into_bound(py);
         let inline = args
             .into_iter()
@@ -220,11 +224,12 @@ fn closure_to_pickle<'py>(
 /// How many values [`is_plain`] looks at before it gives up.
 const PLAIN_BUDGET: usize = 64;
 
-/// None, bools, ints, floats, strs, bytes, and tuples and str-keyed dicts of
-/// them: values whose pickling cannot reach back to the function.
-fn is_plain(value: &Bound<'_, PyAny>, budget: &mut usize) -> bool {
+/// None, bools, ints, floats, strs, bytes, modules pickled by reference, and
+/// tuples and str-keyed dicts of them: values whose pickling cannot reach
+/// back to the function.
+fn is_plain(value: &Bound<'_, PyAny>, budget: &mut usize) -> PyResult<bool> {
     if *budget == 0 {
-        return false;
+        return Ok(false);
     }
     *budget -= 1;
     if value.is_none()
@@ -234,17 +239,28 @@ fn is_plain(value: &Bound<'_, PyAny>, budget: &mut usize) -> bool {
         || value.is_exact_instance_of::<PyString>()
         || value.is_exact_instance_of::<PyBytes>()
     {
-        return true;
+        return Ok(true);
     }
     if let Ok(tuple) = value.cast_exact::<PyTuple>() {
-        return tuple.iter().all(|item| is_plain(&item, budget));
+        for item in tuple.iter() {
+            if !is_plain(&item, budget)? {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
     }
     if let Ok(dict) = value.cast_exact::<PyDict>() {
-        return dict
-            .iter()
-            .all(|(k, v)| k.is_exact_instance_of::<PyString>() && is_plain(&v, budget));
+        for (key, item) in dict.iter() {
+            if !key.is_exact_instance_of::<PyString>() || !is_plain(&item, budget)? {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
     }
-    false
+    if value.is_exact_instance_of::<PyModule>() {
+        return lookup::module_by_reference(value);
+    }
+    Ok(false)
 }
 
 /// The tuple of `items` without its trailing `None`s (which stand for None).
@@ -369,6 +385,60 @@ fn shared_base_globals<'py>(
     }
     refs.set_item(key, &base)?;
     Ok(base)
+}
+
+/// The code object, the globals dict and the [`referenced_globals`] of the
+/// last function pickled (by address; the values say whether it still holds).
+static LAST_REFERENCED: Mutex<Option<(usize, usize, Py<PyDict>)>> = Mutex::new(None);
+
+/// [`referenced_globals`], the very dict of the previous function when it
+/// had the same code and globals and their values are unchanged: the
+/// closures one factory made, pickled one after the other, share one dict,
+/// which a pickle holds once.
+fn last_referenced_globals<'py>(
+    code: &Bound<'py, PyAny>,
+    globals: &Bound<'py, PyDict>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let py = code.py();
+    let key = (code.as_ptr() as usize, globals.as_ptr() as usize);
+    let last = LAST_REFERENCED
+        .lock()
+        .as_ref()
+        .filter(|(code, globals, _)| (*code, *globals) == key)
+        .map(|(_, _, kept)| kept.clone_ref(py));
+    if let Some(kept) = last {
+        let kept = kept.into_bound(py);
+        if holds_current_values(&kept, code, globals)? {
+            return Ok(Some(kept));
+        }
+    }
+    let fresh = referenced_globals(code, globals)?;
+    if let Some(fresh) = &fresh {
+        let replaced = LAST_REFERENCED
+            .lock()
+            .replace((key.0, key.1, fresh.clone().unbind()));
+        drop(replaced);
+    }
+    Ok(fresh)
+}
+
+/// Whether `kept` is what [`referenced_globals`] would give now: the same
+/// names, each bound to the very same value.
+fn holds_current_values(
+    kept: &Bound<'_, PyDict>,
+    code: &Bound<'_, PyAny>,
+    globals: &Bound<'_, PyDict>,
+) -> PyResult<bool> {
+    let mut found = 0;
+    for name in code::global_names(code)?.iter() {
+        if let Some(value) = globals.get_item(&name)? {
+            match kept.get_item(&name)? {
+                Some(old) if old.is(&lookup::resolved(value)?) => found += 1,
+                _ => return Ok(false),
+            }
+        }
+    }
+    Ok(found == kept.len())
 }
 
 /// `{name: value}` for the globals the code references that exist now, or

@@ -9,6 +9,7 @@
 
 mod blob;
 mod bytecode;
+mod made;
 
 use std::sync::OnceLock;
 
@@ -532,13 +533,18 @@ impl<'py> Decoded<'py> {
 
 /// The load side of [`reduce_code`]: refuses a blob of another format or
 /// CPython minor version, and bytecode this CPython cannot have compiled;
-/// wrong types are left to `types.CodeType` to report.
+/// wrong types are left to `types.CodeType` to report. A code object made
+/// from the same blob and objects before is reused (`made`).
 #[pyfunction]
 pub fn make_code<'py>(
     blob: &Bound<'py, PyBytes>,
     objects: &Bound<'py, PyTuple>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = blob.py();
+    let (found, digest) = made::find(blob.as_bytes(), objects)?;
+    if let Some(code) = found {
+        return Ok(code);
+    }
     let decoded = decode(blob, objects)?;
     let here = running_version(py);
     if decoded.version != here {
@@ -551,7 +557,11 @@ pub fn make_code<'py>(
     if let Some(code) = &decoded.tables[0] {
         bytecode::check(py, code.as_bytes())?;
     }
-    statics::code_type(py)?.call1(decoded.code_type_args(py)?)
+    let code = statics::code_type(py)?.call1(decoded.code_type_args(py)?)?;
+    if let Some(digest) = digest {
+        made::keep(digest, blob.as_bytes(), objects, &code);
+    }
+    Ok(code)
 }
 
 /// `_native._code_fields(blob, objects)`: what a pickled code object holds,
