@@ -94,10 +94,10 @@ def function_state(args, state=None):
 
 
 def code_fields(args):
-    """What our ``make_code``'s arguments hold, by field name (the running
-    version's ``types.CodeType`` arguments and the code's ``format`` and
-    CPython ``version``; see ``_native._code_fields``), or None when they
-    are not a blob and its objects."""
+    """What our ``make_code``'s arguments hold, by field name: the
+    ``types.CodeType`` arguments of the CPython that wrote them, its
+    ``version`` and the ``format`` (see ``_native._code_fields``); None when
+    they are not a blob and its objects."""
     blob, objects = CODE_ARGS.get(args, "blob"), CODE_ARGS.get(args, "objects")
     if type(blob) is not bytes or type(objects) is not tuple:
         return None

@@ -1,10 +1,11 @@
 //! Functions by value: code, the globals they reference, closure cells,
 //! attributes, and the submodules their body reaches through a package.
 //!
-//! Wire layout: `make_function(*function_args)`, where `state` is a
-//! [`function_state`] tuple, or, when the state can refer back to the
-//! function, `make_function(*args)` then `function_setstate(f, state)` once
-//! `f` is memoized. Trailing None items of both are left out.
+//! Wire layout: `make_function(*function_args, *function_state)`, or, when
+//! the state can refer back to the function, `make_function(*function_args)`
+//! then `function_setstate(f, function_state)` once `f` is memoized.
+//! Trailing None items of the state (of the arguments, without a state) are
+//! left out.
 
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -170,11 +171,10 @@ fn reduce_dynamic_function<'py>(
         }
     }
     if plain {
-        let none = py.None().into_bound(py);
         let inline = args
             .into_iter()
             .chain(state.into_iter().take(state_len))
-            .map(|item| item.unwrap_or_else(|| none.clone()));
+            .map(|item| or_none(py, item));
         return reduce(make, PyTuple::new(py, inline.collect::<Vec<_>>())?);
     }
     let setstate = reconstructors::get(py, Reconstructor::FunctionSetstate)?.clone();
