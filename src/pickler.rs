@@ -20,6 +20,7 @@ use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use crate::ffi::{self, MemberOffset};
 use crate::hook::{self, PROTOCOL_ATTRIBUTE};
+use crate::kinds::function;
 use crate::support::statics::{self, PicklingError};
 
 struct PicklerType {
@@ -151,11 +152,12 @@ pub fn pickler_dump<'py>(
     obj: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    match PicklerType::get(py)?
+    let dumped = PicklerType::get(py)?
         .base_dump
         .bind(py)
-        .call1((pickler, obj))
-    {
+        .call1((pickler, obj));
+    function::forget_last_referenced();
+    match dumped {
         Err(e) if e.is_instance_of::<PyRecursionError>(py) => {
             let err = PicklingError::new_err(RECURSION_MESSAGE);
             err.set_cause(py, Some(e));

@@ -163,3 +163,26 @@ assert [f(1) for f in before] == [2 + i for i in range(50)]
 assert [f(1) for f in after] == [3 + i for i in range(50)]
 """,
     )
+
+
+def test_a_global_a_pickled_function_read_is_freed_once_the_program_drops_it():
+    result = run_python(
+        [
+            "-c",
+            """
+import gc, weakref
+import cloudpickle_rs
+
+class Big:
+    pass
+
+BIG = Big()
+alive = weakref.ref(BIG)
+cloudpickle_rs.dumps(lambda: BIG)
+del BIG
+gc.collect()
+assert alive() is None, "the pickler still holds a global of a function it pickled"
+""",
+        ]
+    )
+    assert result.returncode == 0, result.stderr.decode()

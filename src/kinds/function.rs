@@ -422,6 +422,13 @@ fn last_referenced_globals<'py>(
     Ok(fresh)
 }
 
+/// Drops what [`last_referenced_globals`] keeps, once a dump ends: sharing
+/// pays only within one pickle, and the values must not outlive it.
+pub fn forget_last_referenced() {
+    let dropped = LAST_REFERENCED.lock().take();
+    drop(dropped);
+}
+
 /// Whether `kept` is what [`referenced_globals`] would give now: the same
 /// names, each bound to the very same value.
 fn holds_current_values(
