@@ -257,21 +257,23 @@ pub fn is_cell(obj: &Bound<'_, PyAny>) -> bool {
     obj.get_type().as_ptr() == (&raw mut ffi::PyCell_Type).cast::<ffi::PyObject>()
 }
 
+/// A class's `tp_flags`.
+fn type_flags(cls: &Bound<'_, PyType>) -> std::ffi::c_ulong {
+    // SAFETY: `cls` is a live type object; reading its flags is plain data.
+    unsafe { ffi::PyType_GetFlags(cls.as_ptr().cast::<ffi::PyTypeObject>()) }
+}
+
 /// Whether a class was created at run time (a Python class) rather than
 /// being static (a builtin or an extension's static type).
 pub fn is_heap_type(cls: &Bound<'_, PyType>) -> bool {
-    // SAFETY: `cls` is a live type object; reading its flags is plain data.
-    let flags = unsafe { ffi::PyType_GetFlags(cls.as_ptr().cast::<ffi::PyTypeObject>()) };
-    flags & ffi::Py_TPFLAGS_HEAPTYPE != 0
+    type_flags(cls) & ffi::Py_TPFLAGS_HEAPTYPE != 0
 }
 
 /// Whether a class was made by a class statement or `type(...)`: a heap type
 /// that C code did not mark immutable (as it marks its own classes, e.g.
 /// 3.12's `typing.TypeVar`).
 pub fn is_python_class(cls: &Bound<'_, PyType>) -> bool {
-    // SAFETY: as in `is_heap_type`.
-    let flags = unsafe { ffi::PyType_GetFlags(cls.as_ptr().cast::<ffi::PyTypeObject>()) };
-    flags & ffi::Py_TPFLAGS_HEAPTYPE != 0 && flags & IMMUTABLE_TYPE == 0
+    is_heap_type(cls) && type_flags(cls) & IMMUTABLE_TYPE == 0
 }
 
 /// `Py_TPFLAGS_IMMUTABLETYPE` (3.10+; a bit unused before).

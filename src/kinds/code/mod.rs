@@ -359,16 +359,9 @@ fn deterministic_consts<'py>(consts: &Bound<'py, PyTuple>) -> PyResult<Bound<'py
     PyTuple::new(consts.py(), items)
 }
 
-/// A code object's integer attribute.
-fn int_attribute(code: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
-    code.getattr(PyString::intern(code.py(), name))?.extract()
-}
-
-/// A code object's bytes attribute.
-fn bytes_attribute<'py>(code: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyBytes>> {
-    Ok(code
-        .getattr(PyString::intern(code.py(), name))?
-        .cast_into()?)
+/// `code.co_<field>`, for a field named as in the blob's layouts.
+fn co_field<'py>(code: &Bound<'py, PyAny>, field: &str) -> PyResult<Bound<'py, PyAny>> {
+    code.getattr(PyString::intern(code.py(), &format!("co_{field}")))
 }
 
 /// `(blob, objects)`, the arguments of `make_code` for `code`.
@@ -378,11 +371,11 @@ fn encode_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     let version = running_version(py);
     let mut ints = [0; int::LEN];
     for (value, name) in ints.iter_mut().zip(int::FIELD_NAMES) {
-        *value = int_attribute(code, &format!("co_{name}"))?;
+        *value = co_field(code, name)?.extract()?;
     }
     let owned = blob::table_names(version)
         .iter()
-        .map(|name| bytes_attribute(code, &format!("co_{name}")))
+        .map(|name| Ok(co_field(code, name)?.cast_into::<PyBytes>()?))
         .collect::<PyResult<Vec<_>>>()?;
     let mut tables: [&[u8]; blob::MAX_TABLES] = [&[]; blob::MAX_TABLES];
     for (table, bytes) in tables.iter_mut().zip(&owned) {
@@ -393,18 +386,14 @@ fn encode_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     let mut counts = [0; count::LEN];
     counts[count::CONSTS] = objects.len();
     for (i, name) in count::FIELD_NAMES.iter().enumerate().skip(1) {
-        let run = code
-            .getattr(PyString::intern(py, &format!("co_{name}")))?
-            .cast_into::<PyTuple>()?;
+        let run = co_field(code, name)?.cast_into::<PyTuple>()?;
         counts[i] = run.len();
         for item in run.iter() {
             objects.push(names::canonical(item)?);
         }
     }
     for name in blob::trailing_names(version) {
-        objects.push(names::canonical(
-            code.getattr(PyString::intern(py, &format!("co_{name}")))?,
-        )?);
+        objects.push(names::canonical(co_field(code, name)?)?);
     }
     let encoded = blob::Blob {
         format: format::VERSION,
@@ -554,9 +543,10 @@ pub fn make_code<'py>(
             decoded.version.0, decoded.version.1, here.0, here.1,
         )));
     }
-    if let Some(code) = &decoded.tables[0] {
-        bytecode::check(py, code.as_bytes())?;
-    }
+    let Some(bytecode) = &decoded.tables[0] else {
+        return Err(corrupted("it has no bytecode"));
+    };
+    bytecode::check(py, bytecode.as_bytes())?;
     let code = statics::code_type(py)?.call1(decoded.code_type_args(py)?)?;
     if let Some(digest) = digest {
         made::keep(digest, blob.as_bytes(), objects, &code);
