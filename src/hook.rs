@@ -32,6 +32,8 @@ enum Classes {
     DictViews,
     /// The type of builtin functions (our reconstructors among them).
     BuiltinFunction,
+    /// The stand-ins our reductions name reconstructors by.
+    StandIn,
 }
 
 /// The kinds decided by exact type, one row per kind.
@@ -137,6 +139,9 @@ const BY_EXACT_TYPE: &[(Classes, Reducer)] = &[
     (Classes::BuiltinFunction, |_, obj| {
         reconstructors::reduce_reconstructor(obj)
     }),
+    (Classes::StandIn, |_, obj| {
+        reconstructors::reduce_reconstructor(obj)
+    }),
 ];
 
 /// The classes of [`BY_EXACT_TYPE`] found so far, by address. A class of a
@@ -204,6 +209,12 @@ pub fn init(py: Python<'_>, dispatch_table: MemberOffset, user_table: Py<PyDict>
             Classes::BuiltinFunction => {
                 let cls = py.import("builtins")?.getattr("len")?.get_type().into_any();
                 table.add(cls, *reducer);
+            }
+            Classes::StandIn => {
+                table.add(
+                    py.get_type::<reconstructors::StandIn>().into_any(),
+                    *reducer,
+                );
             }
         }
     }

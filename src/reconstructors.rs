@@ -10,7 +10,7 @@ use ahash::AHashMap;
 use pyo3::exceptions::PySystemError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyModule, PyString, PyTuple};
+use pyo3::types::{PyDict, PyModule, PyString, PyTuple};
 
 use crate::support::names;
 use crate::support::reduce::{not_implemented, reduce};
@@ -69,6 +69,8 @@ reconstructors! {
 struct Table {
     /// By `Reconstructor as usize`.
     callables: Vec<Py<PyAny>>,
+    /// By `Reconstructor as usize`.
+    stand_ins: Vec<Py<PyAny>>,
     /// Each reconstructor's address -> its name (canonical, see `names`).
     names_by_address: AHashMap<usize, Py<PyString>>,
     /// [`reconstructor`] itself.
@@ -99,9 +101,11 @@ pub fn add(
 pub fn finish(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(reconstructor, m)?)?;
+    m.add_function(wrap_pyfunction!(reconstructor_of, m)?)?;
     let names = Reconstructor::ALL.iter().map(|r| r.name());
     m.add("RECONSTRUCTORS", PyTuple::new(py, names)?)?;
     let mut callables = Vec::with_capacity(Reconstructor::ALL.len());
+    let mut stand_ins = Vec::with_capacity(Reconstructor::ALL.len());
     let mut names_by_address = AHashMap::new();
     for which in Reconstructor::ALL {
         let function = m.getattr(which.name())?;
@@ -111,9 +115,11 @@ pub fn finish(m: &Bound<'_, PyModule>) -> PyResult<()> {
             name.cast_into::<PyString>()?.unbind(),
         );
         callables.push(function.unbind());
+        stand_ins.push(Py::new(py, StandIn { which: *which })?.into_any());
     }
     let table = Table {
         callables,
+        stand_ins,
         names_by_address,
         reconstructor: m.getattr("reconstructor")?.unbind(),
     };
@@ -129,8 +135,64 @@ fn table(py: Python<'_>) -> PyResult<&Table> {
 }
 
 /// The reconstructor `which`, as the module exposes it.
-pub fn get(py: Python<'_>, which: Reconstructor) -> PyResult<&Bound<'_, PyAny>> {
+fn function(py: Python<'_>, which: Reconstructor) -> PyResult<&Bound<'_, PyAny>> {
     Ok(table(py)?.callables[which as usize].bind(py))
+}
+
+/// The reconstructor `which` as a reduction names it: its [`StandIn`].
+pub fn get(py: Python<'_>, which: Reconstructor) -> PyResult<&Bound<'_, PyAny>> {
+    Ok(table(py)?.stand_ins[which as usize].bind(py))
+}
+
+/// What our reductions call instead of the reconstructor itself. The C
+/// pickler reads `__name__` of every callable it writes a REDUCE for, and a
+/// builtin function makes a new str each time it is asked; this has none.
+/// It pickles as the reconstructor does, `reconstructor(name, format)`, and
+/// called, it calls the reconstructor.
+#[pyclass(frozen, module = "cloudpickle_rs._native")]
+pub struct StandIn {
+    which: Reconstructor,
+}
+
+#[pymethods]
+impl StandIn {
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__<'py>(
+        &self,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        function(args.py(), self.which)?.call(args, kwargs)
+    }
+
+    /// The reconstructor it stands for.
+    #[getter]
+    fn reconstructor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(function(py, self.which)?.clone())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<stand-in for cloudpickle_rs._native.{}>",
+            self.which.name()
+        )
+    }
+
+    /// `reconstructor(name, format)`, for any pickler.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        reduce_reconstructor(function(py, self.which)?)
+    }
+}
+
+/// `_native._reconstructor_of(callable)`: the reconstructor a reduction's
+/// callable stands for ([`StandIn`]), else the callable itself.
+#[pyfunction]
+#[pyo3(name = "_reconstructor_of")]
+pub fn reconstructor_of<'py>(callable: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    match callable.cast_exact::<StandIn>() {
+        Ok(stand_in) => function(callable.py(), stand_in.get().which).cloned(),
+        Err(_) => Ok(callable.clone()),
+    }
 }
 
 /// `reconstructor(name, format)`: the reconstructor of that name, for a
@@ -148,7 +210,7 @@ pub fn reconstructor<'py>(
     }
     let wanted = name.to_str()?;
     match Reconstructor::ALL.iter().find(|r| r.name() == wanted) {
-        Some(found) => Ok(get(py, *found)?.clone()),
+        Some(found) => Ok(function(py, *found)?.clone()),
         None => Err(statics::UnpicklingError::new_err(format!(
             "cloudpickle_rs has no reconstructor named {wanted:?}"
         ))),
@@ -161,6 +223,7 @@ pub fn reconstructor<'py>(
 pub fn reduce_reconstructor<'py>(function: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = function.py();
     let table = table(py)?;
+    let function = reconstructor_of(function)?;
     match table.names_by_address.get(&(function.as_ptr() as usize)) {
         Some(name) => reduce(
             table.reconstructor.bind(py).clone(),

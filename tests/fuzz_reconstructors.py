@@ -509,6 +509,7 @@ def entry_points(pool):
         "reconstructor": [("make_code", _native.FORMAT["version"]), ("subimport",)],
         "_tracked": [("fuzz-track",), ("no-such-id",)],
         "_code_fields": [code_args_of(code), code_args_of(closure.__code__)],
+        "_reconstructor_of": [(len,), (_native.Pickler(io.BytesIO()).reducer_override(closure)[0],)],
         "_make_function": [(code, {}, "outer", None, None)],
         "_function_setstate": [(lambda: 0, ({}, {"__module__": "m"}))],
         "_make_empty_cell": [()],

@@ -107,6 +107,19 @@ CASES = {
         table = {"red": paint, "paint": "red"}
         objs = (table, Color.blue)
         """,
+    "functions whose code objects are equal but distinct": """
+        LIMIT = 0.5
+
+        # exec'd twice: equal code objects, not one object, as a receiver
+        # that makes code once per content would have them.
+        source = "def f(x, k=0):\\n    return [lambda: x + k + LIMIT]\\n"
+        made = []
+        for k in range(2):
+            namespace = dict(globals())
+            exec(source, namespace)
+            made.append(namespace["f"])
+        objs = (made, [eval(f"lambda x, k={i}: x + k + LIMIT") for i in range(3)], made[0].__code__)
+        """,
 }
 
 

@@ -6,6 +6,7 @@ segfault, an abort) shows up as a failed test with its exit status instead
 of killing the test run.
 """
 
+import io
 import pickle
 import subprocess
 import sys
@@ -73,13 +74,15 @@ HARNESS = textwrap.dedent(
 )
 
 
-#: The pickling-side API (cloudpickle's public functions).
+#: The pickling-side API (cloudpickle's public functions, and what our
+#: tools ask of a reduction).
 PICKLING_SIDE = (
     "dumps",
     "dump",
     "register_pickle_by_value",
     "unregister_pickle_by_value",
     "list_registry_pickle_by_value",
+    "_reconstructor_of",
 )
 
 
@@ -462,6 +465,24 @@ def test_reconstructor_hands_out_only_reconstructors():
             _native.reconstructor(name)
     with pytest.raises(TypeError):
         _native.reconstructor(b"make_function")
+
+
+def test_a_reduction_calls_reconstructors_through_stand_ins():
+    # What Pickler.reducer_override returns can be called as any reduction:
+    # its callable stands for the reconstructor and pickles as it does.
+    offset = 5
+
+    def shifted(x):
+        return x + offset
+
+    reduced = _native.Pickler(io.BytesIO()).reducer_override(shifted)
+    made_by, args = reduced[0], reduced[1]
+    assert made_by is not _native.make_function
+    assert _native._reconstructor_of(made_by) is _native.make_function
+    assert _native._reconstructor_of(len) is len
+    assert made_by(*args)(1) == 6
+    assert pickle.loads(pickle.dumps(made_by)) is _native.make_function
+    assert "make_function" in repr(made_by) and not hasattr(made_by, "__name__")
 
 
 def test_a_pickle_names_one_global_of_ours():

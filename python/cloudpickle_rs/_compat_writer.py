@@ -348,7 +348,7 @@ class CompatPickler(Pickler):
         reduced = super().reducer_override(obj)
         if type(reduced) is not tuple:
             return reduced
-        made_by = REDUCTION.get(reduced, "callable")
+        made_by = _native._reconstructor_of(REDUCTION.get(reduced, "callable"))
         translate = _TRANSLATIONS_BY_ID.get(id(made_by))
         if translate is not None:
             return translate(obj, reduced)

@@ -327,7 +327,7 @@ def _native_reduction_children(path, obj, reduced):
     or class by value part by part, by reference nothing."""
     if not isinstance(reduced, tuple):
         return iter(())
-    made_by = REDUCTION.get(reduced, "callable")
+    made_by = _native._reconstructor_of(REDUCTION.get(reduced, "callable"))
     if made_by is _native.make_function:
         return _function_children(path, obj, reduced)
     if made_by is _native.make_class:

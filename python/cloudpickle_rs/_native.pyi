@@ -71,6 +71,7 @@ __all__ = [
     "list_registry_pickle_by_value",
     "_tracked",
     "_code_fields",
+    "_reconstructor_of",
     "VENDORED_CLOUDPICKLE",
     "PYTHON_VERSION",
 ]
@@ -153,6 +154,7 @@ VENDORED_CLOUDPICKLE: tuple[str, ...]
 def reconstructor(name: str, format: int | None = None) -> Callable[..., Any]: ...
 def _tracked(id: str) -> Any: ...
 def _code_fields(blob: bytes, objects: tuple[Any, ...]) -> dict[str, Any]: ...
+def _reconstructor_of(callable: Any) -> Any: ...
 def make_function(
     code: types.CodeType,
     globals: dict[str, Any],

@@ -126,7 +126,7 @@ fn reduce_dynamic_function<'py>(
     use function_args as arg;
     use function_state as at;
     let py = func.py();
-    let code = parts.code;
+    let code = code::canonical(&parts.code)?;
     let globals = ffi::function_globals(func);
     let closure = closure_to_pickle(&code, ffi::function_closure(func))?;
     let made = code::made_attributes(&code)?;
@@ -137,14 +137,20 @@ fn reduce_dynamic_function<'py>(
     args[arg::NAME] = differing(parts.name, &made.get_item(0)?)?;
     args[arg::QUALNAME] = differing(parts.qualname, &made.get_item(1)?)?;
     let referenced = last_referenced_globals(&code, &globals)?;
-    let submodules = imported_submodules(&code, referenced.as_ref(), closure.as_ref())?;
+    let mut packages = referenced.packages;
+    for cell in closure.iter().flat_map(PyTupleMethods::iter) {
+        if let Some(value) = ffi::cell_contents(&cell)? {
+            add_package(&mut packages, &value)?;
+        }
+    }
+    let submodules = submodules_of(&code, &packages)?;
     let mut state: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
     if parts.has_annotations {
         // Already a dict (3.14: computed or assigned): reading it runs nothing.
         state[at::ANNOTATIONS] = canonical_keys(func.getattr(intern!(py, "__annotations__"))?)?;
     }
     state[at::ANNOTATE] = parts.annotate;
-    state[at::GLOBALS] = referenced.map(Bound::into_any);
+    state[at::GLOBALS] = referenced.dict.map(Bound::into_any);
     state[at::DEFAULTS] = present(parts.defaults);
     state[at::KWDEFAULTS] = canonical_keys(parts.kwdefaults)?;
     state[at::DICT] = parts.dict.map(canonical_keys).transpose()?.flatten();
@@ -164,7 +170,11 @@ fn reduce_dynamic_function<'py>(
     }
     let mut budget = PLAIN_BUDGET;
     let mut plain = true;
-    for field in state[..state_len].iter().flatten() {
+    for (i, field) in state[..state_len].iter().enumerate() {
+        let Some(field) = field else { continue };
+        if i == at::GLOBALS && referenced.plain {
+            continue;
+        }
         if !is_plain(field, &mut budget)? {
             plain = false;
             break;
@@ -387,39 +397,78 @@ fn shared_base_globals<'py>(
     Ok(base)
 }
 
-/// The code object, the globals dict and the [`referenced_globals`] of the
-/// last function pickled (by address; the values say whether it still holds).
-static LAST_REFERENCED: Mutex<Option<(usize, usize, Py<PyDict>)>> = Mutex::new(None);
+/// A function's [`referenced_globals`] with what its reducer asks of them.
+struct Referenced<'py> {
+    dict: Option<Bound<'py, PyDict>>,
+    /// Whether every value is plain ([`is_plain`]).
+    plain: bool,
+    /// The packages among the values ([`add_package`]).
+    packages: Vec<String>,
+}
+
+/// [`Referenced`] of the last function pickled, by the addresses of its
+/// code object and globals dict (the values say whether it still holds).
+struct LastReferenced {
+    code: usize,
+    globals: usize,
+    dict: Py<PyDict>,
+    plain: bool,
+    packages: Vec<String>,
+}
+
+static LAST_REFERENCED: Mutex<Option<LastReferenced>> = Mutex::new(None);
 
 /// [`referenced_globals`], the very dict of the previous function when it
 /// had the same code and globals and their values are unchanged: the
 /// closures one factory made, pickled one after the other, share one dict,
-/// which a pickle holds once.
+/// which a pickle holds once, and what is known of it.
 fn last_referenced_globals<'py>(
     code: &Bound<'py, PyAny>,
     globals: &Bound<'py, PyDict>,
-) -> PyResult<Option<Bound<'py, PyDict>>> {
+) -> PyResult<Referenced<'py>> {
     let py = code.py();
     let key = (code.as_ptr() as usize, globals.as_ptr() as usize);
     let last = LAST_REFERENCED
         .lock()
         .as_ref()
-        .filter(|(code, globals, _)| (*code, *globals) == key)
-        .map(|(_, _, kept)| kept.clone_ref(py));
-    if let Some(kept) = last {
-        let kept = kept.into_bound(py);
-        if holds_current_values(&kept, code, globals)? {
-            return Ok(Some(kept));
+        .filter(|last| (last.code, last.globals) == key)
+        .map(|last| Referenced {
+            dict: Some(last.dict.bind(py).clone()),
+            plain: last.plain,
+            packages: last.packages.clone(),
+        });
+    if let Some(last) = last {
+        if let Some(kept) = &last.dict {
+            if holds_current_values(kept, code, globals)? {
+                return Ok(last);
+            }
         }
     }
-    let fresh = referenced_globals(code, globals)?;
-    if let Some(fresh) = &fresh {
-        let replaced = LAST_REFERENCED
-            .lock()
-            .replace((key.0, key.1, fresh.clone().unbind()));
-        drop(replaced);
+    let Some(dict) = referenced_globals(code, globals)? else {
+        return Ok(Referenced {
+            dict: None,
+            plain: true,
+            packages: Vec::new(),
+        });
+    };
+    let plain = is_plain(dict.as_any(), &mut PLAIN_BUDGET.clone())?;
+    let mut packages = Vec::new();
+    for value in dict.values() {
+        add_package(&mut packages, &value)?;
     }
-    Ok(fresh)
+    let replaced = LAST_REFERENCED.lock().replace(LastReferenced {
+        code: key.0,
+        globals: key.1,
+        dict: dict.clone().unbind(),
+        plain,
+        packages: packages.clone(),
+    });
+    drop(replaced);
+    Ok(Referenced {
+        dict: Some(dict),
+        plain,
+        packages,
+    })
 }
 
 /// Drops what [`last_referenced_globals`] keeps, once a dump ends: sharing
@@ -474,33 +523,40 @@ pub fn imported_submodules<'py>(
     referenced: Option<&Bound<'py, PyDict>>,
     closure: Option<&Bound<'py, PyTuple>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let py = code.py();
     let mut packages = Vec::new();
-    let mut consider = |value: Bound<'py, PyAny>| -> PyResult<()> {
-        if value.is_instance_of::<PyModule>()
-            && lookup::getattr_opt(&value, intern!(py, "__package__"))?
-                .map(|p| p.is_truthy())
-                .transpose()?
-                .unwrap_or(false)
-        {
-            packages.push(value.getattr(intern!(py, "__name__"))?.str()?.to_string());
-        }
-        Ok(())
-    };
-    for (_, value) in referenced
-        .into_iter()
-        .flat_map(pyo3::types::PyDictMethods::iter)
-    {
-        consider(value)?;
+    for (_, value) in referenced.into_iter().flat_map(PyDictMethods::iter) {
+        add_package(&mut packages, &value)?;
     }
-    for cell in closure
-        .into_iter()
-        .flat_map(pyo3::types::PyTupleMethods::iter)
-    {
+    for cell in closure.into_iter().flat_map(PyTupleMethods::iter) {
         if let Some(value) = ffi::cell_contents(&cell)? {
-            consider(value)?;
+            add_package(&mut packages, &value)?;
         }
     }
+    submodules_of(code, &packages)
+}
+
+/// Adds the name of `value` to `packages` when it is a package (a module
+/// with a `__package__`).
+fn add_package(packages: &mut Vec<String>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = value.py();
+    if value.is_instance_of::<PyModule>()
+        && lookup::getattr_opt(value, intern!(py, "__package__"))?
+            .map(|p| p.is_truthy())
+            .transpose()?
+            .unwrap_or(false)
+    {
+        packages.push(value.getattr(intern!(py, "__name__"))?.str()?.to_string());
+    }
+    Ok(())
+}
+
+/// The loaded submodules of `packages` that `code` reaches by attribute
+/// names, sorted by name, or None.
+fn submodules_of<'py>(
+    code: &Bound<'py, PyAny>,
+    packages: &[String],
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = code.py();
     if packages.is_empty() {
         return Ok(py.None().into_bound(py));
     }
@@ -515,7 +571,7 @@ pub fn imported_submodules<'py>(
             continue;
         };
         let name = name.to_str()?;
-        for package in &packages {
+        for package in packages {
             let Some(rest) = name
                 .strip_prefix(package.as_str())
                 .and_then(|r| r.strip_prefix('.'))

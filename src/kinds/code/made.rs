@@ -1,7 +1,8 @@
-//! Code objects made on load, kept by what they were made from: a worker
-//! that receives the same function for every task (what Dask, Ray and
-//! joblib send) makes its code object once. Code is immutable, so one code
-//! object serves every load of the same blob and objects.
+//! Code objects by what they are made from: a worker that receives the
+//! same function for every task (what Dask, Ray and joblib send) makes its
+//! code object once, and a sender writes equal code objects as one (see
+//! `canonical`). Code is immutable, so one code object serves every use of
+//! the same blob and objects.
 //!
 //! "The same objects" is strict: equal `str`, `bytes` and `int` of the same
 //! exact type, floats with the same bits, tuples of such, or the very same
@@ -52,6 +53,44 @@ pub fn find<'py>(
         }
     }
     Ok((None, Some(digest)))
+}
+
+/// The code object kept for `blob` and the same `objects`, else `code`,
+/// kept for them from now on (the pickling side of the table).
+pub fn canonical<'py>(
+    blob: &[u8],
+    objects: &Bound<'py, PyTuple>,
+    code: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (found, digest) = find(blob, objects)?;
+    if let Some(found) = found {
+        return Ok(found);
+    }
+    if let Some(digest) = digest {
+        keep(digest, blob, objects, code);
+    }
+    Ok(code.clone())
+}
+
+/// Blobs written before -> the bytes object they were written as: code
+/// objects that differ only in their objects (the methods a loop or a
+/// template made) share one blob, which a pickle then holds once.
+static BLOBS: Mutex<Option<AHashMap<Box<[u8]>, Py<PyBytes>>>> = Mutex::new(None);
+
+/// The bytes object for `blob`, the same one for the same blob.
+pub fn interned_blob<'py>(py: Python<'py>, blob: &[u8]) -> Bound<'py, PyBytes> {
+    let mut guard = BLOBS.lock();
+    let blobs = guard.get_or_insert_with(AHashMap::default);
+    if let Some(found) = blobs.get(blob) {
+        return found.bind(py).clone();
+    }
+    if blobs.len() >= CAPACITY {
+        // Only bytes objects: dropping them under the lock runs no Python code.
+        blobs.clear();
+    }
+    let made = PyBytes::new(py, blob);
+    blobs.insert(blob.into(), made.clone().unbind());
+    made
 }
 
 /// Keeps `code`, made from `blob` and `objects`, under their `digest`.

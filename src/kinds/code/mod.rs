@@ -19,7 +19,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
-    PyBytes, PyDict, PyFrozenSet, PyInt, PyList, PyModule, PyString, PyTuple, PyWeakrefReference,
+    PyBytes, PyCode, PyDict, PyFrozenSet, PyInt, PyList, PyModule, PyString, PyTuple,
+    PyWeakrefReference,
 };
 
 use crate::format;
@@ -216,9 +217,12 @@ enum Derived {
     Reduction = 1,
     MadeAttributes = 2,
     ClassNamespace = 3,
+    /// None when the code object is its own canonical one (a code object
+    /// must not keep itself alive).
+    Canonical = 4,
 }
 
-const DERIVED: usize = 4;
+const DERIVED: usize = 5;
 
 /// What was derived from one code object, by [`Derived`].
 type DerivedValues = [Option<Py<PyAny>>; DERIVED];
@@ -346,6 +350,8 @@ fn deterministic_const(constant: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>>
         return Ok(deterministic_consts(tuple)?.into_any());
     } else if let Ok(set) = constant.cast::<PyFrozenSet>() {
         return sorted_frozenset(set);
+    } else if constant.is_exact_instance_of::<PyCode>() {
+        return canonical(&constant);
     }
     Ok(constant)
 }
@@ -404,19 +410,49 @@ fn encode_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     }
     .encode();
     let mut args: [Option<Bound<'py, PyAny>>; code_args::LEN] = Default::default();
-    args[code_args::BLOB] = Some(PyBytes::new(py, &encoded).into_any());
+    args[code_args::BLOB] = Some(made::interned_blob(py, &encoded).into_any());
     args[code_args::OBJECTS] = Some(PyTuple::new(py, objects)?.into_any());
     format::tuple(py, args)
 }
 
-/// `(make_code, code_args)`, computed once per code object (code is immutable).
+/// `(make_code, code_args)` of the [`canonical`] code object for `code`.
 pub fn reduce_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    reduction(&canonical(code)?)
+}
+
+/// `(make_code, code_args)`, computed once per code object (code is immutable).
+fn reduction<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Some(reduced) = cached(code, Derived::Reduction) {
         return Ok(reduced);
     }
     let reduced = reconstructors::reduce_to(Reconstructor::MakeCode, encode_code(code)?)?;
     remember(code, Derived::Reduction, &reduced)?;
     Ok(reduced)
+}
+
+/// The code object pickles write in place of `code`: the first one seen
+/// (pickled or loaded) with the same blob and objects. A receiver makes
+/// one code object of equal ones (`made`), so a sender writing them as one
+/// gives the same bytes before and after a round trip, and a smaller pickle.
+pub fn canonical<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(found) = cached(code, Derived::Canonical) {
+        return Ok(if found.is_none() { code.clone() } else { found });
+    }
+    let reduced = reduction(code)?.cast_into::<PyTuple>()?;
+    let args = reduced.get_item(1)?.cast_into::<PyTuple>()?;
+    let blob = args.get_item(code_args::BLOB)?.cast_into::<PyBytes>()?;
+    let objects = args.get_item(code_args::OBJECTS)?.cast_into::<PyTuple>()?;
+    let found = made::canonical(blob.as_bytes(), &objects, code)?;
+    if found.is(code) {
+        remember(
+            code,
+            Derived::Canonical,
+            &code.py().None().into_bound(code.py()),
+        )?;
+    } else {
+        remember(code, Derived::Canonical, &found)?;
+    }
+    Ok(found)
 }
 
 /// The most names that end the objects beside a blob (`blob::trailing_names`).
