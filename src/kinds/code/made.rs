@@ -75,7 +75,10 @@ pub fn canonical<'py>(
 /// Blobs written before -> the bytes object they were written as: code
 /// objects that differ only in their objects (the methods a loop or a
 /// template made) share one blob, which a pickle then holds once.
-static BLOBS: Mutex<Option<AHashMap<Box<[u8]>, Py<PyBytes>>>> = Mutex::new(None);
+static BLOBS: Mutex<Option<Blobs>> = Mutex::new(None);
+
+/// A blob's bytes -> the bytes object written for them.
+type Blobs = AHashMap<Box<[u8]>, Py<PyBytes>>;
 
 /// The bytes object for `blob`, the same one for the same blob.
 pub fn interned_blob<'py>(py: Python<'py>, blob: &[u8]) -> Bound<'py, PyBytes> {
