@@ -2,7 +2,7 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{IntoPyDict, PyBytes, PyList};
+use pyo3::types::{IntoPyDict, PyBytes, PyDict, PyList};
 
 use crate::ffi;
 use crate::hook::PROTOCOL_ATTRIBUTE;
@@ -79,6 +79,12 @@ struct ReusablePickler {
 /// frame size target).
 const REUSE_LIMIT: usize = 64 * 1024;
 
+/// Output size above which the memo is replaced rather than cleared: the C
+/// pickler's memo table never shrinks, and clearing it walks and zeroes
+/// every slot it ever grew to, so one dump of many objects would slow every
+/// later small one (a memo entry costs at least one byte of output).
+const CLEAR_LIMIT: usize = 1024;
+
 /// Idle reusable picklers by protocol. A `dumps` takes its pickler out while
 /// it runs, so a nested or concurrent `dumps` makes a fresh one instead.
 static REUSABLE: parking_lot::Mutex<[Option<ReusablePickler>; SLOTS]> =
@@ -145,9 +151,14 @@ fn dumps_reusing<'py>(
         1 => chunks.get_item(0),
         _ => PyBytes::new(py, b"").call_method1(intern!(py, "join"), (chunks,)),
     };
+    let size = output.as_ref().ok().and_then(|o| o.len().ok());
     let reset = || -> PyResult<()> {
         chunks.call_method0(intern!(py, "clear"))?;
-        pickler.call_method0(intern!(py, "clear_memo"))?;
+        if size.is_some_and(|n| n <= CLEAR_LIMIT) {
+            pickler.call_method0(intern!(py, "clear_memo"))?;
+        } else {
+            pickler.setattr(intern!(py, "memo"), PyDict::new(py))?;
+        }
         let dict = ffi::instance_dict(pickler)?;
         let protocol = dict.get_item(intern!(py, PROTOCOL_ATTRIBUTE))?;
         dict.clear();
@@ -159,9 +170,7 @@ fn dumps_reusing<'py>(
     // After a failed dump the pickler is dropped rather than trusted again;
     // after a large one too: its output buffer keeps the largest size it
     // reached, and every later dump would allocate that much again.
-    let small = output
-        .as_ref()
-        .is_ok_and(|o| o.len().is_ok_and(|n| n <= REUSE_LIMIT));
+    let small = size.is_some_and(|n| n <= REUSE_LIMIT);
     // (Resetting only what is kept: a dropped pickler frees its memo whole.)
     let keep = dumped.is_ok() && small && reset().is_ok();
     dumped?;

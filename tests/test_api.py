@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 import cloudpickle_rs
-from testutils import run_python, run_sender, subprocess_loads
+from testutils import run_python, run_script, run_sender, subprocess_loads
 
 
 def test_loading_side_is_the_standard_library():
@@ -186,3 +186,27 @@ assert alive() is None, "the pickler still holds a global of a function it pickl
         ]
     )
     assert result.returncode == 0, result.stderr.decode()
+
+
+def test_dumps_keeps_no_memory_of_a_large_pickle_once_it_returns():
+    # dumps reuses its pickler between calls; the C pickler's memo table
+    # never shrinks, so a pickle of many objects must not leave it grown
+    # (it held hundreds of kB, and every later small dumps cleared it all).
+    out = run_script(
+        """
+import tracemalloc
+import cloudpickle_rs
+
+words = [f"w{i}" for i in range(3000)]
+cloudpickle_rs.dumps([1])
+tracemalloc.start()
+before = tracemalloc.get_traced_memory()[0]
+data = cloudpickle_rs.dumps(words)
+assert 1024 < len(data) < 64 * 1024, len(data)
+del data
+kept = tracemalloc.get_traced_memory()[0] - before
+print("kept", kept)
+assert kept < 32 * 1024, kept
+"""
+    )
+    assert out.startswith("kept")
