@@ -73,17 +73,21 @@ pub fn dumps<'py>(
 struct ReusablePickler {
     pickler: Py<PyAny>,
     chunks: Py<PyList>,
+    /// The largest output since the memo was last replaced: what the memo
+    /// table has grown for.
+    grown_for: usize,
 }
 
 /// Output size above which a reusable pickler is not kept (the C pickler's
 /// frame size target).
 const REUSE_LIMIT: usize = 64 * 1024;
 
-/// Output size above which the memo is replaced rather than cleared: the C
-/// pickler's memo table never shrinks, and clearing it walks and zeroes
-/// every slot it ever grew to, so one dump of many objects would slow every
-/// later small one (a memo entry costs at least one byte of output).
-const CLEAR_LIMIT: usize = 1024;
+/// How much smaller than what the memo table grew for an output must be for
+/// the memo to be replaced rather than cleared: the C pickler's memo table
+/// never shrinks, and clearing it walks and zeroes every slot it ever grew
+/// to, so one dump of many objects would slow every later small one. A
+/// dump like the previous ones keeps its table (growing it again costs more).
+const SHRINK_FACTOR: usize = 8;
 
 /// Idle reusable picklers by protocol. A `dumps` takes its pickler out while
 /// it runs, so a nested or concurrent `dumps` makes a fresh one instead.
@@ -129,6 +133,7 @@ fn new_reusable_pickler(py: Python<'_>, index: usize) -> PyResult<ReusablePickle
     Ok(ReusablePickler {
         pickler: pickler.unbind(),
         chunks: chunks.unbind(),
+        grown_for: 0,
     })
 }
 
@@ -140,7 +145,7 @@ fn dumps_reusing<'py>(
     index: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let taken = REUSABLE.lock()[index].take();
-    let reusable = match taken {
+    let mut reusable = match taken {
         Some(r) => r,
         None => new_reusable_pickler(py, index)?,
     };
@@ -152,12 +157,14 @@ fn dumps_reusing<'py>(
         _ => PyBytes::new(py, b"").call_method1(intern!(py, "join"), (chunks,)),
     };
     let size = output.as_ref().ok().and_then(|o| o.len().ok());
+    let grown_for = reusable.grown_for.max(size.unwrap_or(0));
+    let replace_memo = size.is_some_and(|n| n.saturating_mul(SHRINK_FACTOR) < grown_for);
     let reset = || -> PyResult<()> {
         chunks.call_method0(intern!(py, "clear"))?;
-        if size.is_some_and(|n| n <= CLEAR_LIMIT) {
-            pickler.call_method0(intern!(py, "clear_memo"))?;
-        } else {
+        if replace_memo {
             pickler.setattr(intern!(py, "memo"), PyDict::new(py))?;
+        } else {
+            pickler.call_method0(intern!(py, "clear_memo"))?;
         }
         let dict = ffi::instance_dict(pickler)?;
         let protocol = dict.get_item(intern!(py, PROTOCOL_ATTRIBUTE))?;
@@ -175,6 +182,7 @@ fn dumps_reusing<'py>(
     let keep = dumped.is_ok() && small && reset().is_ok();
     dumped?;
     if keep {
+        reusable.grown_for = if replace_memo { 0 } else { grown_for };
         let mut slots = REUSABLE.lock();
         if slots[index].is_none() {
             slots[index] = Some(reusable);

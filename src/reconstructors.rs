@@ -165,12 +165,6 @@ impl StandIn {
         function(args.py(), self.which)?.call(args, kwargs)
     }
 
-    /// The reconstructor it stands for.
-    #[getter]
-    fn reconstructor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        Ok(function(py, self.which)?.clone())
-    }
-
     fn __repr__(&self) -> String {
         format!(
             "<stand-in for cloudpickle_rs._native.{}>",
