@@ -30,10 +30,9 @@ enum Classes {
     Attrs(&'static [(&'static str, &'static str)]),
     /// The key, value and item views of dict and of OrderedDict.
     DictViews,
-    /// The type of builtin functions (our reconstructors among them).
-    BuiltinFunction,
-    /// The stand-ins our reductions name reconstructors by.
-    StandIn,
+    /// Builtin functions (our reconstructors among them) and the stand-ins
+    /// our reductions name reconstructors by.
+    Reconstructors,
 }
 
 /// The kinds decided by exact type, one row per kind.
@@ -136,10 +135,7 @@ const BY_EXACT_TYPE: &[(Classes, Reducer)] = &[
     (Classes::Attrs(&[("types", "TracebackType")]), |_, obj| {
         exception::reduce_traceback(obj)
     }),
-    (Classes::BuiltinFunction, |_, obj| {
-        reconstructors::reduce_reconstructor(obj)
-    }),
-    (Classes::StandIn, |_, obj| {
+    (Classes::Reconstructors, |_, obj| {
         reconstructors::reduce_reconstructor(obj)
     }),
 ];
@@ -206,15 +202,11 @@ pub fn init(py: Python<'_>, dispatch_table: MemberOffset, user_table: Py<PyDict>
                     table.add(cls.bind(py).clone(), *reducer);
                 }
             }
-            Classes::BuiltinFunction => {
+            Classes::Reconstructors => {
                 let cls = py.import("builtins")?.getattr("len")?.get_type().into_any();
                 table.add(cls, *reducer);
-            }
-            Classes::StandIn => {
-                table.add(
-                    py.get_type::<reconstructors::StandIn>().into_any(),
-                    *reducer,
-                );
+                let stand_in = py.get_type::<reconstructors::StandIn>().into_any();
+                table.add(stand_in, *reducer);
             }
         }
     }

@@ -45,6 +45,7 @@ from ._layouts import (
     code_fields,
     code_fields_for,
     function_state,
+    made_by,
     reduction,
 )
 from ._native import Pickler
@@ -348,13 +349,13 @@ class CompatPickler(Pickler):
         reduced = super().reducer_override(obj)
         if type(reduced) is not tuple:
             return reduced
-        made_by = _native._reconstructor_of(REDUCTION.get(reduced, "callable"))
-        translate = _TRANSLATIONS_BY_ID.get(id(made_by))
+        maker = made_by(reduced)
+        translate = _TRANSLATIONS_BY_ID.get(id(maker))
         if translate is not None:
             return translate(obj, reduced)
-        if _is_native(made_by):
+        if _is_native(maker):
             raise pickle.PicklingError(
                 f"compat=True cannot write {type(obj).__name__} objects for "
-                f"upstream cloudpickle (reduced with {made_by.__name__})"
+                f"upstream cloudpickle (reduced with {maker.__name__})"
             )
         return reduced

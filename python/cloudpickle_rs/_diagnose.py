@@ -32,6 +32,7 @@ from ._layouts import (
     REDUCTION,
     STATE_AND_SLOTSTATE,
     function_state,
+    made_by,
 )
 
 #: Pickling attempts one diagnosis may make.
@@ -327,12 +328,12 @@ def _native_reduction_children(path, obj, reduced):
     or class by value part by part, by reference nothing."""
     if not isinstance(reduced, tuple):
         return iter(())
-    made_by = _native._reconstructor_of(REDUCTION.get(reduced, "callable"))
-    if made_by is _native.make_function:
+    maker = made_by(reduced)
+    if maker is _native.make_function:
         return _function_children(path, obj, reduced)
-    if made_by is _native.make_class:
+    if maker is _native.make_class:
         return _class_children(path, reduced)
-    if made_by is _native.make_enum:
+    if maker is _native.make_enum:
         return _enum_children(path, reduced)
     return _reduction_children(path, reduced)
 

@@ -168,6 +168,12 @@ def reduction(func, args, **rest):
     return REDUCTION.make(callable=func, args=args, **rest)
 
 
+def made_by(reduced):
+    """The callable a reduction calls; for one of ours, the reconstructor
+    its callable stands for (``_native._reconstructor_of``)."""
+    return _native._reconstructor_of(REDUCTION.get(reduced, "callable"))
+
+
 # Upstream cloudpickle's reconstructors (cloudpickle.cloudpickle).
 UPSTREAM_MAKE_FUNCTION = arguments_of("_make_function")
 UPSTREAM_MAKE_SKELETON_CLASS = arguments_of("_make_skeleton_class")

@@ -137,12 +137,8 @@ fn reduce_dynamic_function<'py>(
     args[arg::NAME] = differing(parts.name, &made.get_item(0)?)?;
     args[arg::QUALNAME] = differing(parts.qualname, &made.get_item(1)?)?;
     let referenced = last_referenced_globals(&code, &globals)?;
-    let mut packages = referenced.packages;
-    for cell in closure.iter().flat_map(PyTupleMethods::iter) {
-        if let Some(value) = ffi::cell_contents(&cell)? {
-            add_package(&mut packages, &value)?;
-        }
-    }
+    let mut packages = referenced.facts.packages;
+    add_closure_packages(&mut packages, closure.as_ref())?;
     let submodules = submodules_of(&code, &packages)?;
     let mut state: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
     if parts.has_annotations {
@@ -172,7 +168,7 @@ fn reduce_dynamic_function<'py>(
     let mut plain = true;
     for (i, field) in state[..state_len].iter().enumerate() {
         let Some(field) = field else { continue };
-        if i == at::GLOBALS && referenced.plain {
+        if i == at::GLOBALS && referenced.facts.plain {
             continue;
         }
         if !is_plain(field, &mut budget)? {
@@ -397,13 +393,20 @@ fn shared_base_globals<'py>(
     Ok(base)
 }
 
-/// A function's [`referenced_globals`] with what its reducer asks of them.
-struct Referenced<'py> {
-    dict: Option<Bound<'py, PyDict>>,
+/// What the reducer asks of a function's [`referenced_globals`].
+#[derive(Clone)]
+struct GlobalsFacts {
     /// Whether every value is plain ([`is_plain`]).
     plain: bool,
     /// The packages among the values ([`add_package`]).
     packages: Vec<String>,
+}
+
+/// A function's [`referenced_globals`] (None: it references none) and
+/// what is known of them.
+struct Referenced<'py> {
+    dict: Option<Bound<'py, PyDict>>,
+    facts: GlobalsFacts,
 }
 
 /// [`Referenced`] of the last function pickled, by the addresses of its
@@ -412,8 +415,7 @@ struct LastReferenced {
     code: usize,
     globals: usize,
     dict: Py<PyDict>,
-    plain: bool,
-    packages: Vec<String>,
+    facts: GlobalsFacts,
 }
 
 static LAST_REFERENCED: Mutex<Option<LastReferenced>> = Mutex::new(None);
@@ -432,42 +434,39 @@ fn last_referenced_globals<'py>(
         .lock()
         .as_ref()
         .filter(|last| (last.code, last.globals) == key)
-        .map(|last| Referenced {
-            dict: Some(last.dict.bind(py).clone()),
-            plain: last.plain,
-            packages: last.packages.clone(),
-        });
-    if let Some(last) = last {
-        if let Some(kept) = &last.dict {
-            if holds_current_values(kept, code, globals)? {
-                return Ok(last);
-            }
+        .map(|last| (last.dict.bind(py).clone(), last.facts.clone()));
+    if let Some((kept, facts)) = last {
+        if holds_current_values(&kept, code, globals)? {
+            return Ok(Referenced {
+                dict: Some(kept),
+                facts,
+            });
         }
     }
     let Some(dict) = referenced_globals(code, globals)? else {
         return Ok(Referenced {
             dict: None,
-            plain: true,
-            packages: Vec::new(),
+            facts: GlobalsFacts {
+                plain: true,
+                packages: Vec::new(),
+            },
         });
     };
-    let plain = is_plain(dict.as_any(), &mut PLAIN_BUDGET.clone())?;
-    let mut packages = Vec::new();
-    for value in dict.values() {
-        add_package(&mut packages, &value)?;
-    }
+    let mut facts = GlobalsFacts {
+        plain: is_plain(dict.as_any(), &mut PLAIN_BUDGET.clone())?,
+        packages: Vec::new(),
+    };
+    add_packages(&mut facts.packages, dict.values())?;
     let replaced = LAST_REFERENCED.lock().replace(LastReferenced {
         code: key.0,
         globals: key.1,
         dict: dict.clone().unbind(),
-        plain,
-        packages: packages.clone(),
+        facts: facts.clone(),
     });
     drop(replaced);
     Ok(Referenced {
         dict: Some(dict),
-        plain,
-        packages,
+        facts,
     })
 }
 
@@ -524,15 +523,35 @@ pub fn imported_submodules<'py>(
     closure: Option<&Bound<'py, PyTuple>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut packages = Vec::new();
-    for (_, value) in referenced.into_iter().flat_map(PyDictMethods::iter) {
-        add_package(&mut packages, &value)?;
+    if let Some(referenced) = referenced {
+        add_packages(&mut packages, referenced.values())?;
     }
+    add_closure_packages(&mut packages, closure)?;
+    submodules_of(code, &packages)
+}
+
+/// [`add_package`] for each of `values`.
+fn add_packages<'py>(
+    packages: &mut Vec<String>,
+    values: impl IntoIterator<Item = Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    for value in values {
+        add_package(packages, &value)?;
+    }
+    Ok(())
+}
+
+/// [`add_package`] for what each filled cell of `closure` holds.
+fn add_closure_packages(
+    packages: &mut Vec<String>,
+    closure: Option<&Bound<'_, PyTuple>>,
+) -> PyResult<()> {
     for cell in closure.into_iter().flat_map(PyTupleMethods::iter) {
         if let Some(value) = ffi::cell_contents(&cell)? {
-            add_package(&mut packages, &value)?;
+            add_package(packages, &value)?;
         }
     }
-    submodules_of(code, &packages)
+    Ok(())
 }
 
 /// Adds the name of `value` to `packages` when it is a package (a module

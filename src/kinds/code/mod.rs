@@ -443,15 +443,12 @@ pub fn canonical<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let blob = args.get_item(code_args::BLOB)?.cast_into::<PyBytes>()?;
     let objects = args.get_item(code_args::OBJECTS)?.cast_into::<PyTuple>()?;
     let found = made::canonical(blob.as_bytes(), &objects, code)?;
-    if found.is(code) {
-        remember(
-            code,
-            Derived::Canonical,
-            &code.py().None().into_bound(code.py()),
-        )?;
+    let kept = if found.is(code) {
+        code.py().None().into_bound(code.py())
     } else {
-        remember(code, Derived::Canonical, &found)?;
-    }
+        found.clone()
+    };
+    remember(code, Derived::Canonical, &kept)?;
     Ok(found)
 }
 
