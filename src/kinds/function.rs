@@ -456,7 +456,7 @@ fn last_referenced_globals<'py>(
         plain: is_plain(dict.as_any(), &mut PLAIN_BUDGET.clone())?,
         packages: Vec::new(),
     };
-    add_packages(&mut facts.packages, dict.values())?;
+    add_packages(&mut facts.packages, dict.iter().map(|(_, value)| value))?;
     let replaced = LAST_REFERENCED.lock().replace(LastReferenced {
         code: key.0,
         globals: key.1,
@@ -524,7 +524,7 @@ pub fn imported_submodules<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut packages = Vec::new();
     if let Some(referenced) = referenced {
-        add_packages(&mut packages, referenced.values())?;
+        add_packages(&mut packages, referenced.iter().map(|(_, value)| value))?;
     }
     add_closure_packages(&mut packages, closure)?;
     submodules_of(code, &packages)
