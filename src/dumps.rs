@@ -78,9 +78,18 @@ struct ReusablePickler {
     grown_for: usize,
 }
 
-/// Output size above which a reusable pickler is not kept (the C pickler's
-/// frame size target).
-const REUSE_LIMIT: usize = 64 * 1024;
+/// Output size above which a reusable pickler is not kept, by protocol: the
+/// memo table it keeps grew for that many objects, and below protocol 4 (no
+/// frames) its output buffer keeps the size of the whole largest output. From
+/// protocol 4 the C pickler hands each 64 KiB frame to `write` and reuses a
+/// buffer of about that size, so only the memo table is kept.
+fn reuse_limit(index: usize) -> usize {
+    if index >= 4 {
+        256 * 1024
+    } else {
+        64 * 1024
+    }
+}
 
 /// How much smaller than what the memo table grew for an output must be for
 /// the memo to be replaced rather than cleared: the C pickler's memo table
@@ -177,7 +186,7 @@ fn dumps_reusing<'py>(
     // After a failed dump the pickler is dropped rather than trusted again;
     // after a large one too: its output buffer keeps the largest size it
     // reached, and every later dump would allocate that much again.
-    let small = size.is_some_and(|n| n <= REUSE_LIMIT);
+    let small = size.is_some_and(|n| n <= reuse_limit(index));
     // (Resetting only what is kept: a dropped pickler frees its memo whole.)
     let keep = dumped.is_ok() && small && reset().is_ok();
     dumped?;

@@ -9,9 +9,14 @@ use pyo3::types::{PyDict, PyInt, PyModule, PyTuple};
 use crate::support::statics;
 
 /// The version of the format our pickles are written in. A pickle names it
-/// (`reconstructor(name, VERSION)`, and every code blob), and a receiver
+/// in its one global ([`GLOBAL_NAME`]) and in every code blob; a receiver
 /// that reads another refuses it by name (`_native.FORMAT["version"]`).
-pub const VERSION: u8 = 1;
+/// Format 1 named `_native.reconstructor(name, 1)`, which says so on load.
+pub const VERSION: u8 = 2;
+
+/// The global every pickle of ours names (`cloudpickle_rs.rebuild_v2`, see
+/// `reconstructors::Rebuild`): a receiver without it reads another format.
+pub const GLOBAL_NAME: &str = "rebuild_v2";
 
 /// Refuses a pickle written in another format than [`VERSION`].
 pub fn check_version(found: u8) -> PyResult<()> {
@@ -59,6 +64,7 @@ macro_rules! layout {
 pub fn start(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let format = PyDict::new(m.py());
     format.set_item("version", VERSION)?;
+    format.set_item("global", GLOBAL_NAME)?;
     m.add("FORMAT", format)
 }
 
@@ -89,6 +95,11 @@ mod tests {
             SECOND = "second",
             THIRD = "third",
         }
+    }
+
+    #[test]
+    fn the_global_names_the_format_version() {
+        assert_eq!(super::GLOBAL_NAME, format!("rebuild_v{}", super::VERSION));
     }
 
     #[test]

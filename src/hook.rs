@@ -30,8 +30,8 @@ enum Classes {
     Attrs(&'static [(&'static str, &'static str)]),
     /// The key, value and item views of dict and of OrderedDict.
     DictViews,
-    /// Builtin functions (our reconstructors among them) and the stand-ins
-    /// our reductions name reconstructors by.
+    /// Builtin functions (our reconstructors among them), the global our
+    /// reductions call them through and their stand-ins.
     Reconstructors,
 }
 
@@ -205,8 +205,12 @@ pub fn init(py: Python<'_>, dispatch_table: MemberOffset, user_table: Py<PyDict>
             Classes::Reconstructors => {
                 let cls = py.import("builtins")?.getattr("len")?.get_type().into_any();
                 table.add(cls, *reducer);
-                let stand_in = py.get_type::<reconstructors::StandIn>().into_any();
-                table.add(stand_in, *reducer);
+                for cls in [
+                    py.get_type::<reconstructors::Rebuild>(),
+                    py.get_type::<reconstructors::StandIn>(),
+                ] {
+                    table.add(cls.into_any(), *reducer);
+                }
             }
         }
     }

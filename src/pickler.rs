@@ -21,6 +21,7 @@ use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use crate::ffi::{self, MemberOffset};
 use crate::hook::{self, PROTOCOL_ATTRIBUTE};
 use crate::kinds::function;
+use crate::reconstructors;
 use crate::support::statics::{self, PicklingError};
 
 struct PicklerType {
@@ -152,10 +153,12 @@ pub fn pickler_dump<'py>(
     obj: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
+    let in_progress = reconstructors::DumpInProgress::start();
     let dumped = PicklerType::get(py)?
         .base_dump
         .bind(py)
         .call1((pickler, obj));
+    drop(in_progress);
     function::forget_last_referenced();
     match dumped {
         Err(e) if e.is_instance_of::<PyRecursionError>(py) => {

@@ -1,22 +1,32 @@
 //! The load-side callables our pickles name, declared once.
 //!
-//! A pickle names one global of ours, `reconstructor`, and reaches the others
-//! through it (`reconstructor("make_function")`): each global a pickle names
-//! costs the pickler an import, the others only a call. Each kind registers
-//! its reconstructors into this table when the module is imported
-//! ([`add`]); reducers name them with [`get`]. The table depends on no kind.
+//! A pickle names one global of ours, [`Rebuild`] (`cloudpickle_rs.rebuild_v2`,
+//! the format in its name), and reaches every reconstructor through it: the
+//! first call of a reconstructor in a dump is `rebuild_v2(number, *args)`
+//! (two bytes more than a direct call); from its second call on, the
+//! reconstructor itself is called, looked up once as `rebuild_v2(name)` and
+//! memoized (a reduction of its own, paid back over many calls). Each global
+//! a pickle names costs the pickler an import. State setters, which the
+//! unpickler calls with `(obj, state)`, are always looked up by name. Each
+//! kind registers its reconstructors into this table when the module is
+//! imported ([`add`]); the table depends on no kind.
+
+use std::cell::Cell;
 
 use ahash::AHashMap;
 use pyo3::exceptions::PySystemError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyModule, PyString, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyModule, PyString, PyTuple};
 
+use crate::ffi;
+use crate::format;
 use crate::support::names;
 use crate::support::reduce::{not_implemented, reduce};
 use crate::support::statics;
 
-/// Declares the reconstructors: one variant and one name each.
+/// Declares the reconstructors: one variant and one name each. The order
+/// numbers them in pickles: append only (renumbering is a new format).
 macro_rules! reconstructors {
     ($($variant:ident = $name:literal,)*) => {
         /// A reconstructor of ours, by the name pickles use for it.
@@ -73,8 +83,10 @@ struct Table {
     stand_ins: Vec<Py<PyAny>>,
     /// Each reconstructor's address -> its name (canonical, see `names`).
     names_by_address: AHashMap<usize, Py<PyString>>,
-    /// [`reconstructor`] itself.
-    reconstructor: Py<PyAny>,
+    /// The one [`Rebuild`].
+    rebuild: Py<PyAny>,
+    /// Its global name, `format::GLOBAL_NAME`.
+    global_name: Py<PyString>,
 }
 
 static TABLE: PyOnceLock<Table> = PyOnceLock::new();
@@ -96,8 +108,8 @@ pub fn add(
 }
 
 /// Fills the table from the module once every kind has added its
-/// reconstructors, and adds [`reconstructor`] and `RECONSTRUCTORS` (their
-/// names) to the module.
+/// reconstructors, and adds [`Rebuild`]'s one instance, [`reconstructor`],
+/// `_reconstructor_of` and `RECONSTRUCTORS` (their names, by number).
 pub fn finish(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(reconstructor, m)?)?;
@@ -117,11 +129,14 @@ pub fn finish(m: &Bound<'_, PyModule>) -> PyResult<()> {
         callables.push(function.unbind());
         stand_ins.push(Py::new(py, StandIn { which: *which })?.into_any());
     }
+    let rebuild = Py::new(py, Rebuild)?.into_any();
+    m.add(format::GLOBAL_NAME, rebuild.bind(py))?;
     let table = Table {
         callables,
         stand_ins,
         names_by_address,
-        reconstructor: m.getattr("reconstructor")?.unbind(),
+        rebuild,
+        global_name: PyString::intern(py, format::GLOBAL_NAME).unbind(),
     };
     // A second import of the module (subinterpreter, reload) keeps the first table.
     let _ = TABLE.set(py, table);
@@ -134,21 +149,169 @@ fn table(py: Python<'_>) -> PyResult<&Table> {
         .ok_or_else(|| PySystemError::new_err("cloudpickle_rs's reconstructors are not registered"))
 }
 
-/// The reconstructor `which`, as the module exposes it.
-fn function(py: Python<'_>, which: Reconstructor) -> PyResult<&Bound<'_, PyAny>> {
-    Ok(table(py)?.callables[which as usize].bind(py))
-}
-
-/// The reconstructor `which` as a reduction names it: its [`StandIn`].
+/// The reconstructor `which` as a reduction names it, called directly or as
+/// a state setter: its [`StandIn`], which pickles as `rebuild_v2(name)`.
 pub fn get(py: Python<'_>, which: Reconstructor) -> PyResult<&Bound<'_, PyAny>> {
     Ok(table(py)?.stand_ins[which as usize].bind(py))
 }
 
-/// What our reductions call instead of the reconstructor itself. The C
-/// pickler reads `__name__` of every callable it writes a REDUCE for, and a
-/// builtin function makes a new str each time it is asked; this has none.
-/// It pickles as the reconstructor does, `reconstructor(name, format)`, and
-/// called, it calls the reconstructor.
+/// The callable and arguments of a reduction that loads as `which(*fields)`:
+/// `(rebuild_v2, (number, *fields))` for the first call of `which` in the
+/// dump in progress, else `(stand-in, fields)` (see the module's doc).
+pub fn call<'py, F>(
+    py: Python<'py>,
+    which: Reconstructor,
+    fields: F,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)>
+where
+    F: IntoIterator<Item = Bound<'py, PyAny>>,
+    F::IntoIter: ExactSizeIterator,
+{
+    if first_call_in_dump(which) {
+        numbered(py, which, fields)
+    } else {
+        Ok((get(py, which)?.clone(), PyTuple::new(py, fields)?))
+    }
+}
+
+/// `(rebuild_v2, (number, *fields))`.
+fn numbered<'py, F>(
+    py: Python<'py>,
+    which: Reconstructor,
+    fields: F,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)>
+where
+    F: IntoIterator<Item = Bound<'py, PyAny>>,
+    F::IntoIter: ExactSizeIterator,
+{
+    let number = (which as usize).into_pyobject(py)?.into_any();
+    let args = PyTuple::new(
+        py,
+        Prepended {
+            first: Some(number),
+            rest: fields.into_iter(),
+        },
+    )?;
+    Ok((table(py)?.rebuild.bind(py).clone(), args))
+}
+
+/// `first`, then `rest`, knowing its length (what `PyTuple::new` needs).
+struct Prepended<T, I> {
+    first: Option<T>,
+    rest: I,
+}
+
+impl<T, I: ExactSizeIterator<Item = T>> Iterator for Prepended<T, I> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.first.take().or_else(|| self.rest.next())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let len = self.len();
+        (len, Some(len))
+    }
+}
+
+impl<T, I: ExactSizeIterator<Item = T>> ExactSizeIterator for Prepended<T, I> {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+}
+
+/// `(stand-in, args)`: the reduce value of `which(*args)` when it is not
+/// the first call of `which` in the dump (see [`numbered_if_first`]).
+pub fn reduce_to_stand_in(
+    which: Reconstructor,
+    args: Bound<'_, PyTuple>,
+) -> PyResult<Bound<'_, PyAny>> {
+    reduce(get(args.py(), which)?.clone(), args)
+}
+
+/// `reduced`, a [`reduce_to_stand_in`] value kept from earlier dumps, or
+/// its numbered form for the first call of `which` in this dump.
+pub fn numbered_if_first(
+    which: Reconstructor,
+    reduced: Bound<'_, PyAny>,
+) -> PyResult<Bound<'_, PyAny>> {
+    if !first_call_in_dump(which) {
+        return Ok(reduced);
+    }
+    let py = reduced.py();
+    let args = reduced.get_item(1)?.cast_into::<PyTuple>()?;
+    let (callable, args) = numbered(py, which, args.iter())?;
+    reduce(callable, args)
+}
+
+/// The reduce value of [`call`]: the object is `which(*fields)` on load.
+pub fn reduce_to<'py, F>(
+    py: Python<'py>,
+    which: Reconstructor,
+    fields: F,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: IntoIterator<Item = Bound<'py, PyAny>>,
+    F::IntoIter: ExactSizeIterator,
+{
+    let (callable, args) = call(py, which, fields)?;
+    reduce(callable, args)
+}
+
+/// The reconstructors called so far in the dump in progress on a thread, a
+/// bit each; None outside a dump.
+type Called = Option<u32>;
+
+const _: () = assert!(Reconstructor::ALL.len() <= 32, "one bit each in Called");
+
+thread_local! {
+    /// The dump in progress on this thread (see [`DumpInProgress`]).
+    static DUMP: Cell<Called> = const { Cell::new(None) };
+}
+
+/// Whether `which` has not been called yet in the dump in progress, marking
+/// it called. Outside a dump (a reduction asked for by hand, a digest),
+/// every call is a later one.
+fn first_call_in_dump(which: Reconstructor) -> bool {
+    DUMP.with(|dump| {
+        let bit = 1u32 << (which as u32);
+        match dump.get() {
+            Some(called) if called & bit == 0 => {
+                dump.set(Some(called | bit));
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+/// While alive, a dump is in progress on this thread (`Pickler.dump`), no
+/// reconstructor called yet; or, made by [`DumpInProgress::none`], none is
+/// (a digest made inside a dump must not depend on it, nor change it).
+/// Dropping it gives the thread back the dump it interrupted.
+pub struct DumpInProgress(Called);
+
+impl DumpInProgress {
+    pub fn start() -> Self {
+        DumpInProgress(DUMP.with(|dump| dump.replace(Some(0))))
+    }
+
+    pub fn none() -> Self {
+        DumpInProgress(DUMP.with(|dump| dump.replace(None)))
+    }
+}
+
+impl Drop for DumpInProgress {
+    fn drop(&mut self) {
+        DUMP.with(|dump| dump.set(self.0));
+    }
+}
+
+/// What our reductions call a reconstructor through after its first call
+/// in a dump, and name a state setter by. The C pickler reads `__name__` of
+/// every callable it writes a REDUCE for, and a builtin function makes a
+/// new str each time it is asked; this has none. It pickles as
+/// `rebuild_v2(name)`, and called, it calls the reconstructor.
 #[pyclass(frozen, module = "cloudpickle_rs._native")]
 pub struct StandIn {
     which: Reconstructor,
@@ -172,7 +335,7 @@ impl StandIn {
         )
     }
 
-    /// `reconstructor(name, format)`, for any pickler.
+    /// `rebuild_v2(name)`, for any pickler.
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         reduce_reconstructor(function(py, self.which)?)
     }
@@ -189,51 +352,116 @@ pub fn reconstructor_of<'py>(callable: &Bound<'py, PyAny>) -> PyResult<Bound<'py
     }
 }
 
-/// `reconstructor(name, format)`: the reconstructor of that name, for a
-/// pickle written in `format` (refused unless it is ours; a pickle written
-/// by hand may leave it out).
-#[pyfunction]
-#[pyo3(signature = (name, format = None))]
-pub fn reconstructor<'py>(
-    name: &Bound<'py, PyString>,
-    format: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = name.py();
-    if let Some(found) = format {
-        crate::format::check_version_object(found)?;
+/// `cloudpickle_rs.rebuild_v2`, the one global our pickles name:
+/// `rebuild_v2(number, *args)` calls reconstructor `number`
+/// (`_native.RECONSTRUCTORS[number]`) with `args`; `rebuild_v2(name)` is the
+/// reconstructor itself. It has no `__name__`, which the C pickler reads of
+/// every callable it writes a REDUCE for (a builtin function makes a new str
+/// each time it is asked).
+#[pyclass(frozen, module = "cloudpickle_rs")]
+pub struct Rebuild;
+
+#[pymethods]
+#[allow(clippy::unused_self)] // one instance, no state: Python's methods take self
+impl Rebuild {
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__<'py>(
+        &self,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = args.py();
+        if kwargs.is_some_and(|k| !k.is_empty()) {
+            return Err(statics::UnpicklingError::new_err(format!(
+                "{} takes no keyword arguments",
+                format::GLOBAL_NAME
+            )));
+        }
+        let first = args.get_item(0).map_err(|_| {
+            statics::UnpicklingError::new_err(format!(
+                "{} needs a reconstructor's number or name",
+                format::GLOBAL_NAME
+            ))
+        })?;
+        if let Ok(number) = first.cast_exact::<PyInt>() {
+            let which = number
+                .extract::<usize>()
+                .ok()
+                .and_then(|n| Reconstructor::ALL.get(n))
+                .ok_or_else(|| {
+                    statics::UnpicklingError::new_err(format!(
+                        "cloudpickle_rs has no reconstructor number {number}"
+                    ))
+                })?;
+            return ffi::call_tail(function(py, *which)?, args, 1);
+        }
+        match first.cast_exact::<PyString>() {
+            Ok(name) if args.len() == 1 => by_name(name).cloned(),
+            _ => Err(statics::UnpicklingError::new_err(format!(
+                "{} takes a reconstructor's number and its arguments, or its name alone; got {}",
+                format::GLOBAL_NAME,
+                first.get_type().name()?
+            ))),
+        }
     }
+
+    fn __repr__(&self) -> String {
+        format!("<cloudpickle_rs.{}>", format::GLOBAL_NAME)
+    }
+
+    /// Pickled by reference, as the global it is.
+    fn __reduce__(&self) -> &'static str {
+        format::GLOBAL_NAME
+    }
+}
+
+/// The reconstructor `which`, as the module exposes it.
+fn function(py: Python<'_>, which: Reconstructor) -> PyResult<&Bound<'_, PyAny>> {
+    Ok(table(py)?.callables[which as usize].bind(py))
+}
+
+/// The reconstructor named `name`.
+fn by_name<'py>(name: &Bound<'py, PyString>) -> PyResult<&'py Bound<'py, PyAny>> {
     let wanted = name.to_str()?;
     match Reconstructor::ALL.iter().find(|r| r.name() == wanted) {
-        Some(found) => Ok(function(py, *found)?.clone()),
+        Some(found) => function(name.py(), *found),
         None => Err(statics::UnpicklingError::new_err(format!(
             "cloudpickle_rs has no reconstructor named {wanted:?}"
         ))),
     }
 }
 
-/// One of our reconstructors is written as `reconstructor(name)`: a pickle
-/// then names a single global of ours, however many reconstructors it uses.
-/// Any other builtin function is left to the C pickler (a global).
-pub fn reduce_reconstructor<'py>(function: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = function.py();
+/// `reconstructor(name, format)`: the reconstructor of that name, for a
+/// pickle written in `format`. Format 1 named this global (refused now, by
+/// name); a pickle written by hand may leave the format out.
+#[pyfunction]
+#[pyo3(signature = (name, format = None))]
+pub fn reconstructor<'py>(
+    name: &Bound<'py, PyString>,
+    format: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(found) = format {
+        crate::format::check_version_object(found)?;
+    }
+    by_name(name).cloned()
+}
+
+/// The hook's row for builtin functions, [`StandIn`]s and [`Rebuild`]:
+/// [`Rebuild`] goes as its global, a reconstructor of ours (or its stand-in)
+/// as `rebuild_v2(name)`, any other builtin function is left to the C
+/// pickler (a global).
+pub fn reduce_reconstructor<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
     let table = table(py)?;
-    let function = reconstructor_of(function)?;
+    if obj.is(table.rebuild.bind(py)) {
+        return Ok(table.global_name.bind(py).clone().into_any());
+    }
+    let function = reconstructor_of(obj)?;
     match table.names_by_address.get(&(function.as_ptr() as usize)) {
         Some(name) => reduce(
-            table.reconstructor.bind(py).clone(),
-            PyTuple::new(
-                py,
-                [
-                    name.bind(py).clone().into_any(),
-                    crate::format::VERSION.into_pyobject(py)?.into_any(),
-                ],
-            )?,
+            table.rebuild.bind(py).clone(),
+            PyTuple::new(py, [name.bind(py)])?,
         ),
         None => Ok(not_implemented(py)),
     }
-}
-
-/// `(which, args)`: the object is `which(*args)` on load.
-pub fn reduce_to(which: Reconstructor, args: Bound<'_, PyTuple>) -> PyResult<Bound<'_, PyAny>> {
-    reduce(get(args.py(), which)?.clone(), args)
 }

@@ -510,6 +510,11 @@ def entry_points(pool):
         "_tracked": [("fuzz-track",), ("no-such-id",)],
         "_code_fields": [code_args_of(code), code_args_of(closure.__code__)],
         "_reconstructor_of": [(len,), (_native.Pickler(io.BytesIO()).reducer_override(closure)[0],)],
+        "rebuild_v2": [
+            (_native.RECONSTRUCTORS.index("make_cell"), 1),
+            (_native.RECONSTRUCTORS.index("make_code"), *code_args_of(code)),
+            ("subimport",),
+        ],
         "_make_function": [(code, {}, "outer", None, None)],
         "_function_setstate": [(lambda: 0, ({}, {"__module__": "m"}))],
         "_make_empty_cell": [()],

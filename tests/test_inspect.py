@@ -202,7 +202,8 @@ def test_text_report_names_what_is_shipped():
     out = result.stdout.decode()
     assert "__main__.Point.norm" in out
     assert f"sender_main.py:{line_of(CLASS_SENDER, '# norm')}" in out
-    assert "cloudpickle_rs._native." in out
+    assert "cloudpickle_rs.rebuild_v2" in out
+    assert "cloudpickle-rs reconstructors used: " in out and "make_function" in out
 
 
 def test_reading_from_a_file(tmp_path):

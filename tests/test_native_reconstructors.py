@@ -17,7 +17,7 @@ import pytest
 import cloudpickle_rs
 from cloudpickle_rs import _native
 from cloudpickle_rs._trust import UPSTREAM_RECONSTRUCTORS
-from testutils import CODE_BLOB_SOURCE, run_sender, subprocess_loads
+from testutils import CODE_BLOB_SOURCE, reconstructors_called, run_sender, subprocess_loads
 
 #: Upstream cloudpickle's private pickling-side helpers, served natively
 #: (src/compat.rs); its load-side names are ``_trust.UPSTREAM_RECONSTRUCTORS``.
@@ -278,20 +278,28 @@ try:
     _native.make_code(*code_blob(fields, format=_native.FORMAT["version"] + 1))
 except pickle.UnpicklingError as e:
     print(e)
-payload = cloudpickle_rs.dumps(lambda: 1)
-written = pickle.dumps(_native.FORMAT["version"], protocol=5)[2:-1]  # BININT1 n
-assert b"make_function\x94" + written in payload, payload
+class Format1:
+    # Format 1 named _native.reconstructor(name, 1) for each reconstructor.
+    def __reduce__(self):
+        return _native.reconstructor, ("make_cell", 1)
 try:
-    cloudpickle_rs.loads(payload.replace(b"make_function\x94" + written, b"make_function\x94K\x63"))
+    cloudpickle_rs.loads(pickle.dumps(Format1()))
 except pickle.UnpicklingError as e:
     print(e)
+# A later format names a global of its own.
+payload = cloudpickle_rs.dumps(lambda: 1)
+assert payload.count(b"rebuild_v%d" % _native.FORMAT["version"]) == 1
+try:
+    cloudpickle_rs.loads(payload.replace(b"rebuild_v%d" % _native.FORMAT["version"], b"rebuild_v9"))
+except (pickle.UnpicklingError, AttributeError) as e:
+    print(str(e).splitlines()[0])
 """
     )
     lines = out.splitlines()
-    assert len(lines) == 2, out
+    assert len(lines) == 3, out
     for line in lines:
-        assert "cloudpickle-rs's format" in line and f"format {_native.FORMAT['version']}" in line, line
-    assert "format 99" in lines[1]
+        assert "cloudpickle-rs's format" in line and f"reads format {_native.FORMAT['version']}" in line, line
+    assert ["format 1;" in lines[1], "format 9;" in lines[2]] == [True, True], lines
 
 
 def test_a_corrupted_code_blob_is_an_error_never_a_crash():
@@ -468,8 +476,9 @@ def test_reconstructor_hands_out_only_reconstructors():
 
 
 def test_a_reduction_calls_reconstructors_through_stand_ins():
-    # What Pickler.reducer_override returns can be called as any reduction:
-    # its callable stands for the reconstructor and pickles as it does.
+    # What Pickler.reducer_override returns outside a dump can be called as
+    # any reduction: its callable stands for the reconstructor and pickles
+    # as rebuild_v2(name).
     offset = 5
 
     def shifted(x):
@@ -483,6 +492,43 @@ def test_a_reduction_calls_reconstructors_through_stand_ins():
     assert made_by(*args)(1) == 6
     assert pickle.loads(pickle.dumps(made_by)) is _native.make_function
     assert "make_function" in repr(made_by) and not hasattr(made_by, "__name__")
+    # Any pickler writes our reconstructors (a state setter) as rebuild_v2(name).
+    assert pickle.loads(cloudpickle_rs.dumps(_native.class_setstate)) is _native.class_setstate
+
+
+def test_a_reconstructor_is_first_called_by_number_then_through_itself():
+    # In a dump, the first call of a reconstructor is rebuild_v2(number, ...);
+    # later ones call it, looked up once by name: a small pickle names none
+    # of them, a large one each once.
+    import pickletools
+
+    def make(i):
+        return lambda: i
+
+    def strings(payload):
+        return [arg for op, arg, _ in pickletools.genops(payload) if isinstance(arg, str)]
+
+    one = cloudpickle_rs.dumps(make(1))
+    three = cloudpickle_rs.dumps([make(1), make(2), make(3)])
+    assert not {"make_function", "make_cell", "make_code"} & set(strings(one))
+    assert [strings(three).count(name) for name in ("make_function", "make_cell", "make_code")] == [1, 1, 0]
+    assert {"make_function", "make_cell", "make_code"} <= set(reconstructors_called(one))
+    check = "one, three = map(pickle.loads, objs)\nassert [one(), [f() for f in three]] == [1, [1, 2, 3]]"
+    subprocess_loads(pickle.dumps([one, three]), check)
+
+
+def test_rebuild_v2_calls_a_reconstructor_by_number_and_gives_it_by_name():
+    rebuild = cloudpickle_rs.rebuild_v2
+    assert rebuild is _native.rebuild_v2
+    assert rebuild(_native.RECONSTRUCTORS.index("make_cell"), 7).cell_contents == 7
+    assert rebuild("make_function") is _native.make_function
+    assert pickle.loads(pickle.dumps(rebuild)) is rebuild
+    assert not hasattr(rebuild, "__name__")
+    for bad in [(), (len(_native.RECONSTRUCTORS),), (-1,), (1.0,), ("make_function", 1), (b"make_code",)]:
+        with pytest.raises(pickle.UnpicklingError):
+            rebuild(*bad)
+    with pytest.raises(pickle.UnpicklingError):
+        rebuild(0, code=None)
 
 
 def test_a_pickle_names_one_global_of_ours():
@@ -497,9 +543,11 @@ def test_a_pickle_names_one_global_of_ours():
         return inner
 
     payload = cloudpickle_rs.dumps(outer())
+    globals_ = [op.name for op, _, _ in pickletools.genops(payload) if "GLOBAL" in op.name]
     strings = [arg for op, arg, _ in pickletools.genops(payload) if isinstance(arg, str)]
-    assert strings.count("cloudpickle_rs._native") == 1
-    assert "make_function" in strings and "make_code" in strings
+    assert globals_ == ["STACK_GLOBAL"] and strings[:2] == ["cloudpickle_rs", "rebuild_v2"]
+    called = reconstructors_called(payload)
+    assert {"make_function", "make_code", "make_cell"} <= set(called), called
 
 
 def test_loading_a_function_again_reuses_its_code_and_never_mixes_up_constants():

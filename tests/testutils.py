@@ -292,3 +292,11 @@ def code_blob(fields, **changes):
     return bytes(blob), runs + tuple(fields.get(name, "") for name in trailing)
 """
 exec(CODE_BLOB_SOURCE)
+
+
+def reconstructors_called(payload):
+    """The names of our reconstructors a pickle calls (through
+    ``rebuild_v2(number, ...)``), as the inspector reads them."""
+    from cloudpickle_rs._inspect import inspect_bytes
+
+    return [ref["name"] for ref in inspect_bytes(payload)["references"] if ref["how"] == "reconstructor"]

@@ -24,6 +24,7 @@ from ._native import (
     dump,
     dumps,
     list_registry_pickle_by_value,
+    rebuild_v2,  # noqa: F401  the one global our pickles name, here for a shorter import
     register_pickle_by_value,
     unregister_pickle_by_value,
 )

@@ -42,10 +42,10 @@ from ._layouts import (
     UPSTREAM_MAKE_SKELETON_ENUM,
     UPSTREAM_MAKE_TYPEVAR,
     arguments_of,
+    as_called,
     code_fields,
     code_fields_for,
     function_state,
-    made_by,
     reduction,
 )
 from ._native import Pickler
@@ -349,7 +349,8 @@ class CompatPickler(Pickler):
         reduced = super().reducer_override(obj)
         if type(reduced) is not tuple:
             return reduced
-        maker = made_by(reduced)
+        reduced = as_called(reduced)
+        maker = REDUCTION.get(reduced, "callable")
         translate = _TRANSLATIONS_BY_ID.get(id(maker))
         if translate is not None:
             return translate(obj, reduced)

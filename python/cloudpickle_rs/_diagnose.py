@@ -31,8 +31,8 @@ from ._layouts import (
     FUNCTION_STATE,
     REDUCTION,
     STATE_AND_SLOTSTATE,
+    as_called,
     function_state,
-    made_by,
 )
 
 #: Pickling attempts one diagnosis may make.
@@ -328,7 +328,8 @@ def _native_reduction_children(path, obj, reduced):
     or class by value part by part, by reference nothing."""
     if not isinstance(reduced, tuple):
         return iter(())
-    maker = made_by(reduced)
+    reduced = as_called(reduced)
+    maker = REDUCTION.get(reduced, "callable")
     if maker is _native.make_function:
         return _function_children(path, obj, reduced)
     if maker is _native.make_class:

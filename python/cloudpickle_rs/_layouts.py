@@ -168,10 +168,20 @@ def reduction(func, args, **rest):
     return REDUCTION.make(callable=func, args=args, **rest)
 
 
-def made_by(reduced):
-    """The callable a reduction calls; for one of ours, the reconstructor
-    its callable stands for (``_native._reconstructor_of``)."""
-    return _native._reconstructor_of(REDUCTION.get(reduced, "callable"))
+def as_called(reduced):
+    """A reduction of ours, ``(rebuild_v2, (number, *fields), ...)`` or
+    ``(stand-in, fields, ...)``, as the call it makes: ``(reconstructor,
+    fields, ...)``; any other as it is."""
+    func = REDUCTION.get(reduced, "callable")
+    if func is not _native.rebuild_v2:
+        made_by = _native._reconstructor_of(func)
+        return reduced if made_by is func else REDUCTION.replace(reduced, callable=made_by)
+    if func is _native.rebuild_v2:
+        args = REDUCTION.get(reduced, "args")
+        if args and type(args[0]) is int and 0 <= args[0] < len(_native.RECONSTRUCTORS):
+            maker = getattr(_native, _native.RECONSTRUCTORS[args[0]])
+            return REDUCTION.replace(reduced, callable=maker, args=args[1:])
+    return reduced
 
 
 # Upstream cloudpickle's reconstructors (cloudpickle.cloudpickle).

@@ -37,6 +37,7 @@ __all__ = [
     "dataclass_field_type",
     "make_text_file",
     "reconstructor",
+    "rebuild_v2",
     "RECONSTRUCTORS",
     "_make_function",
     "_function_setstate",
@@ -144,12 +145,16 @@ __version__: str
 BUILT_FOR_PYTHON: str
 #: Each pickle layout's field names by position (``_layouts`` reads them).
 FORMAT: dict[str, tuple[str, ...]]
-#: The names ``reconstructor(name)`` hands out.
+#: Our reconstructors' names, by the number ``rebuild_v2`` calls them by.
 RECONSTRUCTORS: tuple[str, ...]
 #: The modules that vendor a copy of upstream cloudpickle.
 VENDORED_CLOUDPICKLE: tuple[str, ...]
 
-# --- our reconstructors: a pickle names reconstructor() and reaches the others through it ---
+# --- our reconstructors: a pickle names rebuild_v2 and calls the others through it ---
+
+#: ``rebuild_v2(number, *args)`` is ``RECONSTRUCTORS[number](*args)``;
+#: ``rebuild_v2(name)`` is that reconstructor.
+rebuild_v2: Callable[..., Any]
 
 def reconstructor(name: str, format: int | None = None) -> Callable[..., Any]: ...
 def _tracked(id: str) -> Any: ...

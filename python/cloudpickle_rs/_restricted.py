@@ -13,6 +13,7 @@ one that checks the same way.
 
 import io
 import pickle
+import re
 import sys
 import types
 
@@ -30,7 +31,11 @@ def loads(data, /, *, allow=None, **pickle_kwargs):
     pickle that would reach anything outside those modules (and their
     submodules) or run code it ships by value while loading."""
     if allow is None:
-        return _pickle_loads(data, **pickle_kwargs)
+        try:
+            return _pickle_loads(data, **pickle_kwargs)
+        except AttributeError as e:
+            _raise_if_other_format(e)
+            raise
     return RestrictedUnpickler(_NO_FILE, allow=allow, **pickle_kwargs)._load_bytes(data)
 
 
@@ -38,8 +43,26 @@ def load(file, *, allow=None, **pickle_kwargs):
     """``pickle.load(file, **pickle_kwargs)``; with ``allow``, as :func:`loads`
     (reads one pickle from ``file``, no further)."""
     if allow is None:
-        return _pickle_load(file, **pickle_kwargs)
+        try:
+            return _pickle_load(file, **pickle_kwargs)
+        except AttributeError as e:
+            _raise_if_other_format(e)
+            raise
     return RestrictedUnpickler(file, allow=allow, **pickle_kwargs).load()
+
+
+def _raise_if_other_format(error):
+    """A pickle of another format names its own global, ``cloudpickle_rs.rebuild_v<N>``:
+    the unpickler's "Can't get attribute" becomes the error that says so."""
+    from . import _native
+
+    found = re.search(r"'rebuild_v(\d+)'", str(error))
+    if found is not None and int(found[1]) != _native.FORMAT["version"]:
+        raise pickle.UnpicklingError(
+            f"this pickle was written in cloudpickle-rs's format {found[1]}; cloudpickle-rs "
+            f"{_native.__version__} reads format {_native.FORMAT['version']}: load it with the "
+            "cloudpickle-rs release that wrote it"
+        ) from error
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -192,6 +215,8 @@ class _KeepTracked:
         module, name = key
         if module == _trust.NATIVE and name == "reconstructor":
             return self._reconstructor(found)
+        if key == _trust.REBUILD:
+            return self._rebuild(found)
         if module in _trust.UPSTREAM_MODULES:
             # Upstream's own reconstructors track in that module (ours, served
             # as cloudpickle after install(), in ours).
@@ -204,6 +229,21 @@ class _KeepTracked:
             return self._wrapped(name, reconstructor(name, format), self.MAKERS, self.SETTERS, None)
 
         return guarded_reconstructor
+
+    def _rebuild(self, rebuild):
+        from ._native import RECONSTRUCTORS
+
+        def guarded_rebuild(*args):
+            first = args[0] if args else None
+            if type(first) is int and 0 <= first < len(RECONSTRUCTORS):
+                name = RECONSTRUCTORS[first]
+                if name in self.MAKERS or name in self.SETTERS:
+                    return self._wrapped(name, rebuild(name), self.MAKERS, self.SETTERS, None)(*args[1:])
+            elif type(first) is str and len(args) == 1:
+                return self._wrapped(first, rebuild(first), self.MAKERS, self.SETTERS, None)
+            return rebuild(*args)
+
+        return guarded_rebuild
 
     def _wrapped(self, name, func, makers, setters, tracker):
         if name in makers:

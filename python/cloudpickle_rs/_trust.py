@@ -50,10 +50,11 @@ UPSTREAM_MODULES = (
 OWN_PACKAGES = ("cloudpickle_rs", "cloudpickle")
 
 
-#: What ``cloudpickle_rs._native.reconstructor(name)`` hands out (declared
-#: in the extension); a pickle names ``reconstructor`` as its one global and
-#: reaches these through it.
+#: Our reconstructors (declared in the extension); a pickle names
+#: :data:`REBUILD` as its one global and calls them through it.
 RECONSTRUCTORS = frozenset(_native.RECONSTRUCTORS)
+#: ``cloudpickle_rs.rebuild_v2`` (the format's version in its name).
+REBUILD = (type(_native.rebuild_v2).__module__, _native.FORMAT["global"])
 #: Upstream cloudpickle's load-side functions, as pickles written by
 #: cloudpickle 1.6 to 3.1 (and by ``dumps(..., compat=True)``) name them;
 #: ``cloudpickle_rs.cloudpickle`` serves native equivalents.
@@ -327,6 +328,8 @@ class Policy:
         if blocked is not None:
             return f"the name passes through {blocked}"
         first = name.partition(".")[0]
+        if (module, name) == REBUILD:
+            return None
         if module == NATIVE:
             if name in RECONSTRUCTORS or name == "reconstructor" or name in UPSTREAM_RECONSTRUCTORS:
                 return None

@@ -623,3 +623,29 @@ fn check(py: Python<'_>, rc: c_int) -> PyResult<()> {
         Ok(())
     }
 }
+
+/// `func(*args[skip:])`, without building the shorter tuple.
+pub fn call_tail<'py>(
+    func: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    skip: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let len = args.len();
+    if skip > len {
+        return Err(PySystemError::new_err("call_tail: skip past the end"));
+    }
+    // SAFETY: a tuple's items are one array of `len` object pointers, which
+    // the tuple (borrowed for the whole call) keeps alive; `skip <= len`, so
+    // the pointer stays within or one past that array and `len - skip` items
+    // follow it. The callee only reads them (no PY_VECTORCALL_ARGUMENTS_OFFSET).
+    let result = unsafe {
+        let items = (*args.as_ptr().cast::<ffi::PyTupleObject>())
+            .ob_item
+            .as_ptr()
+            .add(skip);
+        ffi::PyObject_Vectorcall(func.as_ptr(), items, len - skip, ptr::null_mut())
+    };
+    // SAFETY: PyObject_Vectorcall returns a new reference, or NULL with an
+    // exception set.
+    unsafe { Bound::from_owned_ptr_or_err(func.py(), result) }
+}

@@ -123,7 +123,7 @@ pub fn reduce_class<'py>(cls: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
         return Ok(not_implemented(py));
     }
     if let Some(name) = builtin_type_names(py)?.get_item(cls)? {
-        return reconstructors::reduce_to(Reconstructor::BuiltinType, PyTuple::new(py, [name])?);
+        return reconstructors::reduce_to(py, Reconstructor::BuiltinType, [name]);
     }
     // A class made by C code cannot be rebuilt from its dict: it goes by
     // reference (as pickle writes it), even before its module is imported
@@ -213,9 +213,10 @@ fn tracked<'py, const N: usize>(
         return digest::by_id(py, &tracker_id);
     }
     args[id_at] = Some(PyString::new(py, &tracker_id).into_any());
+    let (rebuild, args) = reconstructors::call(py, make, format::tuple(py, args)?)?;
     reduce_with_setter(
-        reconstructors::get(py, make)?.clone(),
-        format::tuple(py, args)?,
+        rebuild,
+        args,
         state,
         reconstructors::get(py, Reconstructor::ClassSetstate)?.clone(),
     )

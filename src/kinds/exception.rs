@@ -57,13 +57,13 @@ fn reduce_exception_or_none<'py>(exc: &Bound<'py, PyAny>) -> PyResult<Option<Bou
     }
     let own = if ffi::is_heap_type(&cls) && cls.getattr(intern!(py, "__reduce__"))?.is(base_reduce)
     {
-        let args = PyTuple::new(
-            py,
-            [cls.clone().into_any(), exc.getattr(intern!(py, "args"))?],
-        )?;
         let state = lookup::getattr_opt(exc, intern!(py, "__dict__"))?
             .unwrap_or_else(|| py.None().into_bound(py));
-        let make = reconstructors::get(py, Reconstructor::MakeException)?.clone();
+        let (make, args) = reconstructors::call(
+            py,
+            Reconstructor::MakeException,
+            [cls.clone().into_any(), exc.getattr(intern!(py, "args"))?],
+        )?;
         Some(PyTuple::new(py, [make, args.into_any(), state])?)
     } else {
         None
@@ -169,8 +169,11 @@ pub fn reduce_traceback<'py>(tb: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAn
         frames.push(PyTuple::new(py, frame)?);
         current = current.getattr(intern!(py, "tb_next"))?;
     }
-    let args = PyTuple::new(py, [PyTuple::new(py, frames)?])?;
-    reconstructors::reduce_to(Reconstructor::MakeTraceback, args)
+    reconstructors::reduce_to(
+        py,
+        Reconstructor::MakeTraceback,
+        [PyTuple::new(py, frames)?.into_any()],
+    )
 }
 
 // ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ use crate::kinds::{code, stdlib};
 use crate::layout;
 use crate::name;
 use crate::reconstructors::{self, Reconstructor};
-use crate::support::reduce::{reduce, reduce_with_setter};
+use crate::support::reduce::reduce_with_setter;
 use crate::support::{lookup, names, statics};
 
 layout! {
@@ -157,12 +157,12 @@ fn reduce_dynamic_function<'py>(
         state[at::MODULE] = Some(names::canonical(parts.module)?);
         state[at::DOC] = Some(parts.doc);
     }
-    let make = reconstructors::get(py, Reconstructor::MakeFunction)?.clone();
+    let make = Reconstructor::MakeFunction;
     let state_len = trimmed_len(&state);
     // State that cannot lead back to the function can be made before it:
     // it then follows make_function's first arguments, saving the setstate call.
     if state_len == 0 {
-        return reduce(make, trimmed_tuple(py, args)?);
+        return reconstructors::reduce_to(py, make, trimmed(py, args));
     }
     let mut budget = PLAIN_BUDGET;
     let mut plain = true;
@@ -181,11 +181,12 @@ fn reduce_dynamic_function<'py>(
             .into_iter()
             .chain(state.into_iter().take(state_len))
             .map(|item| or_none(py, item));
-        return reduce(make, PyTuple::new(py, inline.collect::<Vec<_>>())?);
+        return reconstructors::reduce_to(py, make, inline.collect::<Vec<_>>());
     }
     let setstate = reconstructors::get(py, Reconstructor::FunctionSetstate)?.clone();
     let state = trimmed_tuple(py, state)?;
-    reduce_with_setter(make, trimmed_tuple(py, args)?, state.into_any(), setstate)
+    let (rebuild, args) = reconstructors::call(py, make, trimmed(py, args))?;
+    reduce_with_setter(rebuild, args, state.into_any(), setstate)
 }
 
 /// The closure as it travels. An annotation scope of a class body (3.12+:
@@ -274,11 +275,19 @@ fn trimmed_tuple<'py, const N: usize>(
     py: Python<'py>,
     items: [Option<Bound<'py, PyAny>>; N],
 ) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(py, trimmed(py, items))
+}
+
+/// `items` without their trailing Nones, the other Nones as None objects.
+fn trimmed<'py, const N: usize>(
+    py: Python<'py>,
+    items: [Option<Bound<'py, PyAny>>; N],
+) -> impl ExactSizeIterator<Item = Bound<'py, PyAny>> {
     let len = trimmed_len(&items);
-    PyTuple::new(
-        py,
-        items.into_iter().take(len).map(|item| or_none(py, item)),
-    )
+    items
+        .into_iter()
+        .take(len)
+        .map(move |item| or_none(py, item))
 }
 
 /// How many of `items` are left once the trailing Nones are cut.

@@ -66,16 +66,19 @@ fn is_atomic(value: &Bound<'_, PyAny>) -> bool {
 /// that its contents may refer back to it (a recursive closure).
 pub fn reduce_cell<'py>(cell: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = cell.py();
-    let make = reconstructors::get(py, Reconstructor::MakeCell)?.clone();
+    let make = Reconstructor::MakeCell;
     match ffi::cell_contents(cell)? {
-        None => reduce(make, PyTuple::empty(py)),
-        Some(value) if is_atomic(&value) => reduce(make, PyTuple::new(py, [value])?),
-        Some(value) => reduce_with_setter(
-            make,
-            PyTuple::empty(py),
-            value,
-            reconstructors::get(py, Reconstructor::CellSet)?.clone(),
-        ),
+        None => reconstructors::reduce_to(py, make, []),
+        Some(value) if is_atomic(&value) => reconstructors::reduce_to(py, make, [value]),
+        Some(value) => {
+            let (rebuild, args) = reconstructors::call(py, make, [])?;
+            reduce_with_setter(
+                rebuild,
+                args,
+                value,
+                reconstructors::get(py, Reconstructor::CellSet)?.clone(),
+            )
+        }
     }
 }
 
@@ -83,7 +86,7 @@ pub fn reduce_cell<'py>(cell: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
 pub fn reduce_method<'py>(method: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = method.py();
     let args = attributes(method, [intern!(py, "__func__"), intern!(py, "__self__")])?;
-    reconstructors::reduce_to(Reconstructor::MakeMethod, args)
+    reconstructors::reduce_to(py, Reconstructor::MakeMethod, args)
 }
 
 /// `classmethod(f)`, `staticmethod(f)` and their abstract variants: `type(obj)(f)`.
@@ -113,7 +116,7 @@ pub fn reduce_getset_descriptor<'py>(descr: &Bound<'py, PyAny>) -> PyResult<Boun
         descr,
         [intern!(py, "__objclass__"), intern!(py, "__name__")],
     )?;
-    reconstructors::reduce_to(Reconstructor::ClassDictItem, args)
+    reconstructors::reduce_to(py, Reconstructor::ClassDictItem, args)
 }
 
 /// `MappingProxyType(dict(proxy))`.
@@ -229,15 +232,12 @@ pub fn reduce_dict_view<'py>(view: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
         _ => pyo3::types::PyList::new(py, view.try_iter()?.collect::<PyResult<Vec<_>>>()?)?
             .into_any(),
     };
-    let args = PyTuple::new(
-        py,
-        [
-            PyString::new(py, kind.name()).into_any(),
-            contents,
-            PyBool::new(py, kind.ordered()).to_owned().into_any(),
-        ],
-    )?;
-    reconstructors::reduce_to(Reconstructor::MakeDictView, args)
+    let args = [
+        PyString::new(py, kind.name()).into_any(),
+        contents,
+        PyBool::new(py, kind.ordered()).to_owned().into_any(),
+    ];
+    reconstructors::reduce_to(py, Reconstructor::MakeDictView, args)
 }
 
 /// `dataclasses._FIELD`, `_FIELD_CLASSVAR`, `_FIELD_INITVAR`: the receiver's own
@@ -247,6 +247,7 @@ pub fn reduce_dataclass_field_type<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = sentinel.py();
     reconstructors::reduce_to(
+        py,
         Reconstructor::DataclassFieldType,
         attributes(sentinel, [intern!(py, "name")])?,
     )
@@ -344,7 +345,7 @@ pub fn reduce_text_file<'py>(file: &Bound<'py, PyAny>) -> PyResult<Bound<'py, Py
     copy.call_method1(intern!(py, "write"), (contents,))?;
     copy.call_method1(intern!(py, "seek"), (position,))?;
     copy.setattr(intern!(py, "name"), name)?;
-    reconstructors::reduce_to(Reconstructor::MakeTextFile, PyTuple::new(py, [copy])?)
+    reconstructors::reduce_to(py, Reconstructor::MakeTextFile, [copy])
 }
 
 // ---------------------------------------------------------------------------

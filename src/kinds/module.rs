@@ -4,7 +4,7 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyModule, PyString, PyTuple};
+use pyo3::types::{PyDict, PyModule, PyString};
 
 use crate::reconstructors::{self, Reconstructor};
 use crate::support::reduce::reduce_with_setter;
@@ -32,7 +32,7 @@ pub fn reduce_module<'py>(module: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
     let py = module.py();
     let name = module.getattr(intern!(py, "__name__"))?;
     if lookup::module_by_reference(module)? {
-        return reconstructors::reduce_to(Reconstructor::Subimport, PyTuple::new(py, [name])?);
+        return reconstructors::reduce_to(py, Reconstructor::Subimport, [name]);
     }
     // The namespace goes in the state, after the module is memoized, so that
     // functions and objects inside may refer back to the module.
@@ -49,9 +49,10 @@ pub fn reduce_module<'py>(module: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
             namespace.set_item(name, lookup::resolved(value)?)?;
         }
     }
+    let (rebuild, args) = reconstructors::call(py, Reconstructor::MakeModule, [name])?;
     reduce_with_setter(
-        reconstructors::get(py, Reconstructor::MakeModule)?.clone(),
-        PyTuple::new(py, [name])?,
+        rebuild,
+        args,
         namespace.into_any(),
         reconstructors::get(py, Reconstructor::ModuleSetstate)?.clone(),
     )

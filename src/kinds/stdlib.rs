@@ -98,8 +98,9 @@ pub fn reduce_lru_cache<'py>(wrapper: &Bound<'py, PyAny>) -> PyResult<Bound<'py,
     let maxsize = parameters.get_item("maxsize")?;
     let typed = parameters.get_item("typed")?;
     let state = extra_attributes(wrapper, &function, &["cache_parameters"])?;
-    let make = reconstructors::get(py, Reconstructor::MakeLruCache)?.clone();
-    reduce_with_state(make, PyTuple::new(py, [function, maxsize, typed])?, state)
+    let (make, args) =
+        reconstructors::call(py, Reconstructor::MakeLruCache, [function, maxsize, typed])?;
+    reduce_with_state(make, args, state)
 }
 
 /// `make_lru_cache(function, maxsize, typed)`: `functools.lru_cache(maxsize,
@@ -205,8 +206,11 @@ pub fn reduce_singledispatch<'py>(
     };
     let skip = ["register", "dispatch", "registry", "_clear_cache"];
     let state = extra_attributes(function, &default, &skip)?;
-    let make = reconstructors::get(py, Reconstructor::MakeSingledispatch)?.clone();
-    let args = PyTuple::new(py, [default, registrations(&registry)?.into_any()])?;
+    let (make, args) = reconstructors::call(
+        py,
+        Reconstructor::MakeSingledispatch,
+        [default, registrations(&registry)?.into_any()],
+    )?;
     reduce_with_state(make, args, state).map(Some)
 }
 
@@ -251,8 +255,8 @@ pub fn reduce_singledispatchmethod<'py>(method: &Bound<'py, PyAny>) -> PyResult<
     let registry = method
         .getattr(intern!(py, "dispatcher"))?
         .getattr(intern!(py, "registry"))?;
-    let args = PyTuple::new(py, [function, registrations(&registry)?.into_any()])?;
-    reconstructors::reduce_to(Reconstructor::MakeSingledispatchmethod, args)
+    let args = [function, registrations(&registry)?.into_any()];
+    reconstructors::reduce_to(py, Reconstructor::MakeSingledispatchmethod, args)
 }
 
 #[pyfunction]
@@ -357,11 +361,8 @@ pub fn reduce_context_var<'py>(var: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
             id
         })
     };
-    let args = PyTuple::new(
-        py,
-        [name, default.into_any(), PyString::new(py, &id).into_any()],
-    )?;
-    reconstructors::reduce_to(Reconstructor::MakeContextVar, args)
+    let args = [name, default.into_any(), PyString::new(py, &id).into_any()];
+    reconstructors::reduce_to(py, Reconstructor::MakeContextVar, args)
 }
 
 /// `make_context_var(name, (default,) or (), tracker_id)`: the variable

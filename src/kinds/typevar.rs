@@ -96,8 +96,11 @@ pub fn reduce_type_parameter<'py>(param: &Bound<'py, PyAny>) -> PyResult<Bound<'
         return digest::by_id(py, &tracker_id);
     }
     let id = PyString::new(py, &tracker_id).into_any();
-    let args = PyTuple::new(py, parts.into_iter().chain([id]).collect::<Vec<_>>())?;
-    reconstructors::reduce_to(Reconstructor::MakeTypeParameter, args)
+    reconstructors::reduce_to(
+        py,
+        Reconstructor::MakeTypeParameter,
+        parts.into_iter().chain([id]).collect::<Vec<_>>(),
+    )
 }
 
 // ---------------------------------------------------------------------------

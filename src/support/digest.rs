@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyTuple};
 
+use crate::reconstructors;
 use crate::support::statics;
 
 /// A definition being digested on this thread.
@@ -170,6 +171,7 @@ pub fn tracker_id(obj: &Bound<'_, PyAny>, definition: &Bound<'_, PyAny>) -> PyRe
         return random_id(py);
     }
     let digesting = Digesting::start(obj.as_ptr() as usize);
+    let _outside_the_dump = reconstructors::DumpInProgress::none();
     let sink = Bound::new(
         py,
         DigestSink {

@@ -9,9 +9,9 @@ import collections
 import copyreg
 import pickletools
 
-from .. import _trust
+from .. import _native, _trust
 from .._layouts import SETTER_CALL
-from .._trust import NATIVE, UPSTREAM_MODULES
+from .._trust import NATIVE, REBUILD, UPSTREAM_MODULES
 
 
 class InspectError(Exception):
@@ -180,6 +180,12 @@ class Machine:
         end = pos + 1
         if isinstance(func, Ref):
             self.call_counts[func.dotted] += 1
+            if func.is_(*REBUILD) and op == "REDUCE" and isinstance(args, tuple) and args and type(args[0]) is int:
+                # rebuild_v2(number, *fields) is reconstructor `number`(*fields).
+                number = args[0]
+                name = _native.RECONSTRUCTORS[number] if 0 <= number < len(_native.RECONSTRUCTORS) else f"#{number}"
+                func, args = Ref(NATIVE, name, "reconstructor", pos), args[1:]
+                self.refs.append(func)
             resolved = self.resolve(func, args, pos) if op in ("REDUCE", "INST", "OBJ") else None
             if resolved is not None:
                 self.refs.append(resolved)
@@ -193,6 +199,8 @@ class Machine:
         args = args if isinstance(args, tuple) else ()
         first = args[0] if args else None
         if func.is_(NATIVE, "reconstructor") and isinstance(first, str):
+            return Ref(NATIVE, first, "reconstructor", pos)
+        if func.is_(*REBUILD) and len(args) == 1 and isinstance(first, str):
             return Ref(NATIVE, first, "reconstructor", pos)
         if (func.is_(NATIVE, "builtin_type") or func.is_upstream("_builtin_type")) and isinstance(first, str):
             if first == "ClassType":

@@ -415,17 +415,18 @@ fn encode_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     format::tuple(py, args)
 }
 
-/// `(make_code, code_args)` of the [`canonical`] code object for `code`.
+/// `make_code(*code_args)` of the [`canonical`] code object for `code`.
 pub fn reduce_code<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    reduction(&canonical(code)?)
+    reconstructors::numbered_if_first(Reconstructor::MakeCode, reduction(&canonical(code)?)?)
 }
 
-/// `(make_code, code_args)`, computed once per code object (code is immutable).
+/// `make_code(*code_args)` through its stand-in, computed once per code
+/// object (code is immutable).
 fn reduction<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Some(reduced) = cached(code, Derived::Reduction) {
         return Ok(reduced);
     }
-    let reduced = reconstructors::reduce_to(Reconstructor::MakeCode, encode_code(code)?)?;
+    let reduced = reconstructors::reduce_to_stand_in(Reconstructor::MakeCode, encode_code(code)?)?;
     remember(code, Derived::Reduction, &reduced)?;
     Ok(reduced)
 }
@@ -438,8 +439,7 @@ pub fn canonical<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Some(found) = cached(code, Derived::Canonical) {
         return Ok(if found.is_none() { code.clone() } else { found });
     }
-    let reduced = reduction(code)?.cast_into::<PyTuple>()?;
-    let args = reduced.get_item(1)?.cast_into::<PyTuple>()?;
+    let args = reduction(code)?.get_item(1)?.cast_into::<PyTuple>()?;
     let blob = args.get_item(code_args::BLOB)?.cast_into::<PyBytes>()?;
     let objects = args.get_item(code_args::OBJECTS)?.cast_into::<PyTuple>()?;
     let found = made::canonical(blob.as_bytes(), &objects, code)?;
