@@ -188,6 +188,38 @@ assert alive() is None, "the pickler still holds a global of a function it pickl
     assert result.returncode == 0, result.stderr.decode()
 
 
+def test_what_pickling_derives_from_code_objects_dies_with_them():
+    # Each code object carries what pickling it derived (its encoding, its
+    # canonical copy); the tables of code by content are bounded. Pickling
+    # ever new functions must not grow memory without bound.
+    out = run_script(
+        """
+import gc, tracemalloc
+import cloudpickle_rs
+
+def pickle_a_new_function(i):
+    namespace = {}
+    exec(f"def f(x):\\n    return x + {i} + len('{'y' * 200}')", namespace)
+    cloudpickle_rs.dumps(namespace["f"])
+
+def grown(start, stop):
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(start, stop):
+        pickle_a_new_function(i)
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0] - before
+
+tracemalloc.start()
+grown(0, 15_000)
+later = grown(15_000, 30_000)
+print("grown", later)
+assert later < 1_000_000, later
+"""
+    )
+    assert out.startswith("grown")
+
+
 def test_a_small_dumps_after_a_large_one_frees_what_the_large_one_grew():
     # dumps reuses its pickler between calls, and the C pickler's memo table
     # never shrinks: after a pickle of many objects, a small dumps must not

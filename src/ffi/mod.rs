@@ -649,3 +649,100 @@ pub fn call_tail<'py>(
     // exception set.
     unsafe { Bound::from_owned_ptr_or_err(func.py(), result) }
 }
+
+/// How many values of ours a code object can carry ([`code_slot`]).
+pub const CODE_SLOTS: usize = 8;
+
+/// The values of ours a code object carries, in its extra data (PEP 523's
+/// `co_extra`, meant for this): strong references, released with the code
+/// object.
+type CodeSlots = [*mut ffi::PyObject; CODE_SLOTS];
+
+/// Frees a code object's [`CodeSlots`]; CPython calls it when the code
+/// object is deallocated (the GIL held) or its extra data replaced.
+unsafe extern "C" fn free_code_slots(extra: *mut std::ffi::c_void) {
+    // SAFETY: `extra` is a `Box<CodeSlots>` that `set_code_slot` leaked into
+    // the code object, handed back once, and each non-NULL slot holds a
+    // strong reference.
+    let slots = unsafe { Box::from_raw(extra.cast::<CodeSlots>()) };
+    for object in slots.iter().filter(|object| !object.is_null()) {
+        // SAFETY: see above; the GIL is held while a code object is freed.
+        unsafe { ffi::Py_DECREF(*object) };
+    }
+}
+
+/// Our index into every code object's extra data, requested once; None
+/// when the interpreter has no index left (then nothing is kept).
+fn code_extra_index() -> Option<ffi::Py_ssize_t> {
+    static INDEX: std::sync::OnceLock<ffi::Py_ssize_t> = std::sync::OnceLock::new();
+    // SAFETY: called with the GIL held (from `code_slot`/`set_code_slot`);
+    // the free function is a plain `extern "C"` function of this module.
+    let index = *INDEX
+        .get_or_init(|| unsafe { ffi::PyUnstable_Eval_RequestCodeExtraIndex(free_code_slots) });
+    (index >= 0).then_some(index)
+}
+
+/// The slots `code` (an exact code object) carries, or NULL.
+fn code_slots(code: &Bound<'_, PyAny>, index: ffi::Py_ssize_t) -> *mut CodeSlots {
+    let mut extra: *mut std::ffi::c_void = ptr::null_mut();
+    // SAFETY: `code` is an exact code object (checked by the callers) and
+    // `index` was handed out by the interpreter; a failure leaves NULL.
+    let status = unsafe { ffi::PyUnstable_Code_GetExtra(code.as_ptr(), index, &raw mut extra) };
+    if status < 0 {
+        // SAFETY: GetExtra failed with an exception set, which is dropped.
+        unsafe { ffi::PyErr_Clear() };
+        return ptr::null_mut();
+    }
+    extra.cast()
+}
+
+/// Slot `slot` of `code`'s values of ours, if set.
+pub fn code_slot<'py>(code: &Bound<'py, PyAny>, slot: usize) -> Option<Bound<'py, PyAny>> {
+    if slot >= CODE_SLOTS || !code.is_exact_instance_of::<PyCode>() {
+        return None;
+    }
+    let slots = code_slots(code, code_extra_index()?);
+    if slots.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL extra data at our index is a live `CodeSlots` of this
+    // code object (`set_code_slot`), read with the GIL held; a non-NULL slot
+    // is a strong reference, borrowed here and turned into a new one.
+    unsafe {
+        let object = (*slots)[slot];
+        (!object.is_null()).then(|| Bound::from_borrowed_ptr(code.py(), object))
+    }
+}
+
+/// Sets slot `slot` of `code`'s values of ours to `value` (nothing happens
+/// for an object that is not exactly a code object).
+pub fn set_code_slot(code: &Bound<'_, PyAny>, slot: usize, value: &Bound<'_, PyAny>) {
+    let Some(index) = code_extra_index() else {
+        return;
+    };
+    if slot >= CODE_SLOTS || !code.is_exact_instance_of::<PyCode>() {
+        return;
+    }
+    let mut slots = code_slots(code, index);
+    if slots.is_null() {
+        let fresh: Box<CodeSlots> = Box::new([ptr::null_mut(); CODE_SLOTS]);
+        slots = Box::into_raw(fresh);
+        // SAFETY: `code` is an exact code object and `index` ours; the code
+        // object owns the box from now on and frees it with `free_code_slots`.
+        let status = unsafe { ffi::PyUnstable_Code_SetExtra(code.as_ptr(), index, slots.cast()) };
+        if status < 0 {
+            // SAFETY: SetExtra failed (out of memory) without taking the box.
+            unsafe {
+                ffi::PyErr_Clear();
+                drop(Box::from_raw(slots));
+            }
+            return;
+        }
+    }
+    // SAFETY: `slots` is this code object's live `CodeSlots`, written with the
+    // GIL held; the slot takes a new reference and releases the one it held.
+    unsafe {
+        let old = std::mem::replace(&mut (*slots)[slot], value.clone().into_ptr());
+        ffi::Py_XDECREF(old);
+    }
+}

@@ -58,32 +58,9 @@ impl<V> WeakMap<V> {
             .map(|entry| &entry.value)
     }
 
-    /// The value of `obj`, made with `value` when it has none. `weak` is
-    /// `obj`'s weak reference, which the caller made before taking the lock
-    /// (making one allocates, which may collect garbage and run Python code).
-    pub fn get_or_insert_with(
-        &mut self,
-        obj: &Bound<'_, PyAny>,
-        weak: Py<PyWeakrefReference>,
-        value: impl FnOnce() -> V,
-    ) -> (&mut V, Removed<V>) {
-        let mut removed = self.prune_if_large(obj.py());
-        let key = obj.as_ptr() as usize;
-        let stale = self
-            .entries
-            .get(&key)
-            .is_some_and(|entry| !is_entry_of(entry, obj));
-        if stale {
-            removed.extend(self.entries.remove(&key));
-        }
-        let entry = self.entries.entry(key).or_insert_with(|| Entry {
-            object: weak,
-            value: value(),
-        });
-        (&mut entry.value, Removed(removed))
-    }
-
-    /// Records `value` for `obj` (see [`get_or_insert_with`](Self::get_or_insert_with) for `weak`).
+    /// Records `value` for `obj`. `weak` is `obj`'s weak reference, which the
+    /// caller made before taking the lock (making one allocates, which may
+    /// collect garbage and run Python code).
     pub fn insert(
         &mut self,
         obj: &Bound<'_, PyAny>,

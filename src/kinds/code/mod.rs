@@ -13,20 +13,18 @@ mod made;
 
 use std::sync::OnceLock;
 
-use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyBytes, PyCode, PyDict, PyFrozenSet, PyInt, PyList, PyModule, PyString, PyTuple,
-    PyWeakrefReference,
 };
 
+use crate::ffi;
 use crate::format;
 use crate::layout;
 use crate::reconstructors::{self, Reconstructor};
-use crate::support::weakmap::WeakMap;
 use crate::support::{names, statics};
 
 layout! {
@@ -201,7 +199,7 @@ pub fn class_namespace_reads<'py>(
             }
             None => py.None().into_bound(py),
         };
-        remember(code, Derived::ClassNamespace, &found)?;
+        remember(code, Derived::ClassNamespace, &found);
         found
     };
     if found.is_none() {
@@ -224,31 +222,15 @@ enum Derived {
 
 const DERIVED: usize = 5;
 
-/// What was derived from one code object, by [`Derived`].
-type DerivedValues = [Option<Py<PyAny>>; DERIVED];
+const _: () = assert!(DERIVED <= ffi::CODE_SLOTS, "a code object carries them");
 
-/// Code object -> what was derived from it. Python code never runs while
-/// the lock is held.
-static CACHE: Mutex<Option<WeakMap<DerivedValues>>> = Mutex::new(None);
-
+/// What was derived from `code`, if kept: code objects carry it (`ffi::code_slot`).
 fn cached<'py>(code: &Bound<'py, PyAny>, what: Derived) -> Option<Bound<'py, PyAny>> {
-    let guard = CACHE.lock();
-    guard.as_ref()?.get(code)?[what as usize]
-        .as_ref()
-        .map(|v| v.bind(code.py()).clone())
+    ffi::code_slot(code, what as usize)
 }
 
-fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) -> PyResult<()> {
-    let weak = PyWeakrefReference::new(code)?.unbind();
-    let removed = {
-        let mut guard = CACHE.lock();
-        let cache = guard.get_or_insert_with(WeakMap::default);
-        let (derived, removed) = cache.get_or_insert_with(code, weak, Default::default);
-        derived[what as usize] = Some(value.clone().unbind());
-        removed
-    };
-    drop(removed);
-    Ok(())
+fn remember(code: &Bound<'_, PyAny>, what: Derived, value: &Bound<'_, PyAny>) {
+    ffi::set_code_slot(code, what as usize, value);
 }
 
 /// The global names referenced by `code` and its nested code objects.
@@ -257,7 +239,7 @@ pub fn global_names<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTupl
         return Ok(names.cast_into()?);
     }
     let names = extract_global_names(code)?;
-    remember(code, Derived::GlobalNames, names.as_any())?;
+    remember(code, Derived::GlobalNames, names.as_any());
     Ok(names)
 }
 
@@ -283,7 +265,7 @@ pub fn made_attributes<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyT
         _ => py.None().into_bound(py),
     };
     let made = PyTuple::new(py, [name, qualname, doc])?;
-    remember(code, Derived::MadeAttributes, made.as_any())?;
+    remember(code, Derived::MadeAttributes, made.as_any());
     Ok(made)
 }
 
@@ -427,7 +409,7 @@ fn reduction<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         return Ok(reduced);
     }
     let reduced = reconstructors::reduce_to_stand_in(Reconstructor::MakeCode, encode_code(code)?)?;
-    remember(code, Derived::Reduction, &reduced)?;
+    remember(code, Derived::Reduction, &reduced);
     Ok(reduced)
 }
 
@@ -448,7 +430,7 @@ pub fn canonical<'py>(code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     } else {
         found.clone()
     };
-    remember(code, Derived::Canonical, &kept)?;
+    remember(code, Derived::Canonical, &kept);
     Ok(found)
 }
 
