@@ -21,7 +21,7 @@ use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use crate::ffi::{self, MemberOffset};
 use crate::hook::{self, PROTOCOL_ATTRIBUTE};
 use crate::kinds::function;
-use crate::reconstructors;
+use crate::support::dump;
 use crate::support::statics::{self, PicklingError};
 
 struct PicklerType {
@@ -153,13 +153,13 @@ pub fn pickler_dump<'py>(
     obj: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    let in_progress = reconstructors::DumpInProgress::start();
+    let in_progress = dump::InProgress::start();
     let dumped = PicklerType::get(py)?
         .base_dump
         .bind(py)
         .call1((pickler, obj));
     drop(in_progress);
-    function::forget_last_referenced();
+    function::forget_what_the_dump_kept();
     match dumped {
         Err(e) if e.is_instance_of::<PyRecursionError>(py) => {
             let err = PicklingError::new_err(RECURSION_MESSAGE);

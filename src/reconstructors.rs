@@ -11,8 +11,6 @@
 //! kind registers its reconstructors into this table when the module is
 //! imported ([`add`]); the table depends on no kind.
 
-use std::cell::Cell;
-
 use ahash::AHashMap;
 use pyo3::exceptions::PySystemError;
 use pyo3::prelude::*;
@@ -21,6 +19,7 @@ use pyo3::types::{PyDict, PyInt, PyModule, PyString, PyTuple};
 
 use crate::ffi;
 use crate::format;
+use crate::support::dump;
 use crate::support::names;
 use crate::support::reduce::{not_implemented, reduce};
 use crate::support::statics;
@@ -258,53 +257,16 @@ where
     reduce(callable, args)
 }
 
-/// The reconstructors called so far in the dump in progress on a thread, a
-/// bit each; None outside a dump.
-type Called = Option<u32>;
-
-const _: () = assert!(Reconstructor::ALL.len() <= 32, "one bit each in Called");
-
-thread_local! {
-    /// The dump in progress on this thread (see [`DumpInProgress`]).
-    static DUMP: Cell<Called> = const { Cell::new(None) };
-}
+const _: () = assert!(
+    Reconstructor::ALL.len() <= 32,
+    "one bit each in dump::first_time"
+);
 
 /// Whether `which` has not been called yet in the dump in progress, marking
 /// it called. Outside a dump (a reduction asked for by hand, a digest),
 /// every call is a later one.
 fn first_call_in_dump(which: Reconstructor) -> bool {
-    DUMP.with(|dump| {
-        let bit = 1u32 << (which as u32);
-        match dump.get() {
-            Some(called) if called & bit == 0 => {
-                dump.set(Some(called | bit));
-                true
-            }
-            _ => false,
-        }
-    })
-}
-
-/// While alive, a dump is in progress on this thread (`Pickler.dump`), no
-/// reconstructor called yet; or, made by [`DumpInProgress::none`], none is
-/// (a digest made inside a dump must not depend on it, nor change it).
-/// Dropping it gives the thread back the dump it interrupted.
-pub struct DumpInProgress(Called);
-
-impl DumpInProgress {
-    pub fn start() -> Self {
-        DumpInProgress(DUMP.with(|dump| dump.replace(Some(0))))
-    }
-
-    pub fn none() -> Self {
-        DumpInProgress(DUMP.with(|dump| dump.replace(None)))
-    }
-}
-
-impl Drop for DumpInProgress {
-    fn drop(&mut self) {
-        DUMP.with(|dump| dump.set(self.0));
-    }
+    dump::first_time(1u32 << (which as u32))
 }
 
 /// What our reductions call a reconstructor through after its first call

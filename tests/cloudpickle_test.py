@@ -250,6 +250,24 @@ def test_functions_pickled_together_share_their_globals():
     assert out.strip() == "2"
 
 
+def test_functions_of_two_namespaces_pickled_in_turn_keep_their_own_globals():
+    out = send_and_receive(
+        """
+        first, second = {"__name__": "__main__"}, {"__name__": "__main__"}
+        for namespace, value in ((first, 1), (second, 2)):
+            exec(f"VALUE = {value}\\ndef get():\\n    return VALUE\\ndef get_too():\\n    return VALUE", namespace)
+        objs = [first["get"], second["get"], first["get_too"], second["get_too"]]
+        """,
+        """
+        a, b, a_too, b_too = objs
+        assert a.__globals__ is a_too.__globals__ and b.__globals__ is b_too.__globals__
+        assert a.__globals__ is not b.__globals__
+        print(a(), b(), a_too(), b_too())
+        """,
+    )
+    assert out.split() == ["1", "2", "1", "2"]
+
+
 def test_builtins_are_not_shipped_and_still_work():
     def summarize(items):
         return len(items), sum(items), sorted(items)[0], isinstance(items, list)

@@ -22,7 +22,7 @@ use crate::layout;
 use crate::name;
 use crate::reconstructors::{self, Reconstructor};
 use crate::support::reduce::reduce_with_setter;
-use crate::support::{lookup, names, statics};
+use crate::support::{dump, lookup, names, statics};
 
 layout! {
     /// `make_function`'s first arguments; the fields of its
@@ -137,9 +137,14 @@ fn reduce_dynamic_function<'py>(
     args[arg::NAME] = differing(parts.name, &made.get_item(0)?)?;
     args[arg::QUALNAME] = differing(parts.qualname, &made.get_item(1)?)?;
     let referenced = last_referenced_globals(&code, &globals)?;
-    let mut packages = referenced.facts.packages;
-    add_closure_packages(&mut packages, closure.as_ref())?;
-    let submodules = submodules_of(&code, &packages)?;
+    let mut closure_packages = Vec::new();
+    add_closure_packages(&mut closure_packages, closure.as_ref())?;
+    let submodules = if closure_packages.is_empty() {
+        submodules_of(&code, &referenced.facts.packages)?
+    } else {
+        closure_packages.extend(referenced.facts.packages.iter().cloned());
+        submodules_of(&code, &closure_packages)?
+    };
     let mut state: [Option<Bound<'py, PyAny>>; at::LEN] = Default::default();
     if parts.has_annotations {
         // Already a dict (3.14: computed or assigned): reading it runs nothing.
@@ -373,6 +378,44 @@ fn shared_base_globals<'py>(
     globals: &Bound<'py, PyDict>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let py = pickler.py();
+    let key = (
+        dump::serial(),
+        pickler.as_ptr() as usize,
+        globals.as_ptr() as usize,
+    );
+    let last = LAST_BASE
+        .lock()
+        .as_ref()
+        .filter(|last| key.0.is_some() && last.key == key)
+        .map(|last| last.base.bind(py).clone());
+    if let Some(base) = last {
+        return Ok(base);
+    }
+    let base = base_globals_of(pickler, globals)?;
+    let replaced = LAST_BASE.lock().replace(LastBase {
+        key,
+        base: base.clone().unbind(),
+    });
+    drop(replaced);
+    Ok(base)
+}
+
+/// [`shared_base_globals`] of the last function pickled, by the dump, the
+/// pickler and the globals dict: the functions of one module pickled one
+/// after the other skip two lookups (`globals_ref` holds it all the same).
+struct LastBase {
+    key: (Option<u64>, usize, usize),
+    base: Py<PyDict>,
+}
+
+static LAST_BASE: Mutex<Option<LastBase>> = Mutex::new(None);
+
+/// [`shared_base_globals`], looked up in (or added to) `pickler.globals_ref`.
+fn base_globals_of<'py>(
+    pickler: &Bound<'py, PyAny>,
+    globals: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let py = pickler.py();
     let instance_dict = ffi::instance_dict(pickler)?;
     let refs = if let Some(refs) = instance_dict.get_item(intern!(py, "globals_ref"))? {
         refs.cast_into::<PyDict>()?
@@ -408,7 +451,7 @@ struct GlobalsFacts {
     /// Whether every value is plain ([`is_plain`]).
     plain: bool,
     /// The packages among the values ([`add_package`]).
-    packages: Vec<String>,
+    packages: std::sync::Arc<Vec<String>>,
 }
 
 /// A function's [`referenced_globals`] (None: it references none) and
@@ -457,15 +500,16 @@ fn last_referenced_globals<'py>(
             dict: None,
             facts: GlobalsFacts {
                 plain: true,
-                packages: Vec::new(),
+                packages: std::sync::Arc::default(),
             },
         });
     };
-    let mut facts = GlobalsFacts {
+    let mut packages = Vec::new();
+    add_packages(&mut packages, dict.iter().map(|(_, value)| value))?;
+    let facts = GlobalsFacts {
         plain: is_plain(dict.as_any(), &mut PLAIN_BUDGET.clone())?,
-        packages: Vec::new(),
+        packages: std::sync::Arc::new(packages),
     };
-    add_packages(&mut facts.packages, dict.iter().map(|(_, value)| value))?;
     let replaced = LAST_REFERENCED.lock().replace(LastReferenced {
         code: key.0,
         globals: key.1,
@@ -479,10 +523,11 @@ fn last_referenced_globals<'py>(
     })
 }
 
-/// Drops what [`last_referenced_globals`] keeps, once a dump ends: sharing
-/// pays only within one pickle, and the values must not outlive it.
-pub fn forget_last_referenced() {
-    let dropped = LAST_REFERENCED.lock().take();
+/// Drops what [`last_referenced_globals`] and [`shared_base_globals`] keep,
+/// once a dump ends: sharing pays only within one pickle, and the values
+/// must not outlive it.
+pub fn forget_what_the_dump_kept() {
+    let dropped = (LAST_REFERENCED.lock().take(), LAST_BASE.lock().take());
     drop(dropped);
 }
 

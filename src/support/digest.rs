@@ -24,8 +24,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::reconstructors;
-use crate::support::statics;
+use crate::support::{dump, statics};
 
 /// A definition being digested on this thread.
 struct InProgress {
@@ -171,7 +170,7 @@ pub fn tracker_id(obj: &Bound<'_, PyAny>, definition: &Bound<'_, PyAny>) -> PyRe
         return random_id(py);
     }
     let digesting = Digesting::start(obj.as_ptr() as usize);
-    let _outside_the_dump = reconstructors::DumpInProgress::none();
+    let _outside_the_dump = dump::InProgress::none();
     let sink = Bound::new(
         py,
         DigestSink {
