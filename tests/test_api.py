@@ -188,6 +188,34 @@ assert alive() is None, "the pickler still holds a global of a function it pickl
     assert result.returncode == 0, result.stderr.decode()
 
 
+def test_a_large_dumps_keeps_nothing_once_done():
+    # dumps keeps its pickler for the next call, but not after an output of
+    # more than 256 KiB (its memo table grew for that many objects), nor,
+    # below protocol 4 (no frames: its buffer holds the whole output), after
+    # more than 64 KiB.
+    out = run_script(
+        """
+import tracemalloc
+import cloudpickle_rs
+
+def kept_after(payload, **options):
+    cloudpickle_rs.dumps([1], **options)
+    before = tracemalloc.get_traced_memory()[0]
+    size = len(cloudpickle_rs.dumps(payload, **options))
+    return size, tracemalloc.get_traced_memory()[0] - before
+
+tracemalloc.start()
+large = [f"w{i}" for i in range(60_000)]
+size, kept = kept_after(large)
+assert size > 256 * 1024 and kept < 16 * 1024, (size, kept)
+size, kept = kept_after(large[:12_000], protocol=3)
+assert 64 * 1024 < size < 256 * 1024 and kept < 16 * 1024, (size, kept)
+print("ok")
+"""
+    )
+    assert out.strip() == "ok"
+
+
 def test_what_pickling_derives_from_code_objects_dies_with_them():
     # Each code object carries what pickling it derived (its encoding, its
     # canonical copy); the tables of code by content are bounded. Pickling

@@ -373,25 +373,25 @@ fn class_state<'py>(cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, B
     // it); `__slotnames__` is copyreg's cache, made when an instance is first
     // pickled (it would make the class's next pickle differ).
     for name in [
-        "__module__",
-        "__slotnames__",
-        "__weakref__",
-        "__dict__",
-        "_abc_impl",
-        "_abc_cache",
-        "_abc_negative_cache",
-        "_abc_negative_cache_version",
-        "_abc_registry",
+        intern!(py, "__module__"),
+        intern!(py, "__slotnames__"),
+        intern!(py, "__weakref__"),
+        intern!(py, "__dict__"),
+        intern!(py, "_abc_impl"),
+        intern!(py, "_abc_cache"),
+        intern!(py, "_abc_negative_cache"),
+        intern!(py, "_abc_negative_cache_version"),
+        intern!(py, "_abc_registry"),
     ] {
         if attributes.contains(name)? {
             attributes.del_item(name)?;
         }
     }
     // Slot descriptors are made again from __slots__ when the class is created.
-    let member_descriptor = py.import("types")?.getattr("MemberDescriptorType")?;
+    let member_descriptor = statics::member_descriptor_type(py)?;
     let mut slot_names = Vec::new();
     for (name, value) in attributes.iter() {
-        if value.get_type().is(&member_descriptor)
+        if value.get_type().is(member_descriptor)
             && lookup::getattr_opt(&value, intern!(py, "__objclass__"))?.is_some_and(|o| o.is(cls))
         {
             slot_names.push(name);

@@ -132,7 +132,8 @@ fn reduce_dynamic_function<'py>(
     let made = code::made_attributes(&code)?;
     let mut args: [Option<Bound<'py, PyAny>>; arg::LEN] = Default::default();
     args[arg::CODE] = Some(code.clone());
-    args[arg::GLOBALS] = Some(shared_base_globals(pickler, &globals)?.into_any());
+    let (base_globals, made_module) = shared_base_globals(pickler, &globals)?;
+    args[arg::GLOBALS] = Some(base_globals.into_any());
     args[arg::CLOSURE] = closure.clone().map(Bound::into_any);
     args[arg::NAME] = differing(parts.name, &made.get_item(0)?)?;
     args[arg::QUALNAME] = differing(parts.qualname, &made.get_item(1)?)?;
@@ -158,7 +159,7 @@ fn reduce_dynamic_function<'py>(
     state[at::SUBMODULES] = present(submodules);
     state[at::TYPE_PARAMS] = present(type_params(func)?);
     // `__module__` and `__doc__` go only when not what making the function gives.
-    if !same(&parts.module, &made_module(&globals)?)? || !same(&parts.doc, &made.get_item(2)?)? {
+    if !same(&parts.module, &made_module)? || !same(&parts.doc, &made.get_item(2)?)? {
         state[at::MODULE] = Some(names::canonical(parts.module)?);
         state[at::DOC] = Some(parts.doc);
     }
@@ -321,12 +322,6 @@ fn differing<'py>(
     names::canonical(value).map(Some)
 }
 
-/// The `__module__` a function made with `globals` gets: `globals["__name__"]`.
-fn made_module<'py>(globals: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
-    let py = globals.py();
-    Ok(or_none(py, globals.get_item(intern!(py, "__name__"))?))
-}
-
 /// None for Python's None.
 fn present(value: Bound<'_, PyAny>) -> Option<Bound<'_, PyAny>> {
     (!value.is_none()).then_some(value)
@@ -373,10 +368,13 @@ fn type_params<'py>(func: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 /// The globals dict this function will get on load, shared by every function
 /// of the same `__globals__` pickled by this pickler (`pickler.globals_ref`,
 /// as in cloudpickle, keyed by `id(__globals__)`).
+///
+/// Also the `__module__` a function made with it gets on load
+/// (`globals["__name__"]`, which the base dict holds a copy of).
 fn shared_base_globals<'py>(
     pickler: &Bound<'py, PyAny>,
     globals: &Bound<'py, PyDict>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {
     let py = pickler.py();
     let key = (
         dump::serial(),
@@ -387,17 +385,19 @@ fn shared_base_globals<'py>(
         .lock()
         .as_ref()
         .filter(|last| key.0.is_some() && last.key == key)
-        .map(|last| last.base.bind(py).clone());
-    if let Some(base) = last {
-        return Ok(base);
+        .map(|last| (last.base.bind(py).clone(), last.module.bind(py).clone()));
+    if let Some(found) = last {
+        return Ok(found);
     }
     let base = base_globals_of(pickler, globals)?;
+    let module = or_none(py, globals.get_item(intern!(py, "__name__"))?);
     let replaced = LAST_BASE.lock().replace(LastBase {
         key,
         base: base.clone().unbind(),
+        module: module.clone().unbind(),
     });
     drop(replaced);
-    Ok(base)
+    Ok((base, module))
 }
 
 /// [`shared_base_globals`] of the last function pickled, by the dump, the
@@ -406,6 +406,7 @@ fn shared_base_globals<'py>(
 struct LastBase {
     key: (Option<u64>, usize, usize),
     base: Py<PyDict>,
+    module: Py<PyAny>,
 }
 
 static LAST_BASE: Mutex<Option<LastBase>> = Mutex::new(None);

@@ -31,6 +31,7 @@ cached_attr!(opmap, "opcode", "opmap");
 cached_attr!(enum_class, "enum", "Enum");
 cached_attr!(abc_meta, "abc", "ABCMeta");
 cached_attr!(property_type, "builtins", "property");
+cached_attr!(member_descriptor_type, "types", "MemberDescriptorType");
 
 #[cfg(Py_3_15)]
 cached_attr!(
