@@ -184,8 +184,7 @@ fn dumps_reusing<'py>(
         Ok(())
     };
     // After a failed dump the pickler is dropped rather than trusted again;
-    // after a large one too: its output buffer keeps the largest size it
-    // reached, and every later dump would allocate that much again.
+    // after a large one too (see `reuse_limit`).
     let small = size.is_some_and(|n| n <= reuse_limit(index));
     // (Resetting only what is kept: a dropped pickler frees its memo whole.)
     let keep = dumped.is_ok() && small && reset().is_ok();

@@ -176,11 +176,10 @@ def as_called(reduced):
     if func is not _native.rebuild_v2:
         made_by = _native._reconstructor_of(func)
         return reduced if made_by is func else REDUCTION.replace(reduced, callable=made_by)
-    if func is _native.rebuild_v2:
-        args = REDUCTION.get(reduced, "args")
-        if args and type(args[0]) is int and 0 <= args[0] < len(_native.RECONSTRUCTORS):
-            maker = getattr(_native, _native.RECONSTRUCTORS[args[0]])
-            return REDUCTION.replace(reduced, callable=maker, args=args[1:])
+    args = REDUCTION.get(reduced, "args")
+    if args and type(args[0]) is int and 0 <= args[0] < len(_native.RECONSTRUCTORS):
+        maker = getattr(_native, _native.RECONSTRUCTORS[args[0]])
+        return REDUCTION.replace(reduced, callable=maker, args=args[1:])
     return reduced
 
 
