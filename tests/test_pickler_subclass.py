@@ -214,6 +214,63 @@ def test_reducer_override_delegating_to_super():
     assert point.double() == 8
 
 
+def _instances_of_local_classes():
+    """Instances of classes pickled by value, one of them reached first
+    through its class (a class attribute), while the outer state waits."""
+
+    class Unit:
+        def __init__(self, name):
+            self.name = name
+
+    class Reading:
+        default_unit = Unit("m")
+
+        def __init__(self, value, unit):
+            self.value = value
+            self.unit = unit
+
+    return [Reading(i, Unit(f"u{i}")) for i in range(3)]
+
+
+def _described(readings):
+    return [(r.value, r.unit.name, type(r).default_unit.name) for r in readings]
+
+
+def test_an_override_that_rewraps_reductions_keeps_every_state():
+    # The state of an instance of a class pickled by value is a dict made for
+    # the pickler; it must reach the stream whole even when a Python
+    # reducer_override hands the pickler a tuple of its own.
+    class RewrappingPickler(Pickler):
+        def reducer_override(self, obj):
+            reduced = super().reducer_override(obj)
+            return tuple(list(reduced)) if isinstance(reduced, tuple) else reduced
+
+    readings = _instances_of_local_classes()
+    buf = io.BytesIO()
+    RewrappingPickler(buf).dump(readings)
+    assert _described(pickle.loads(buf.getvalue())) == _described(readings)
+    assert _described(pickle.loads(cloudpickle_rs.dumps(readings))) == _described(readings)
+
+
+def test_what_persistent_id_is_shown_stays_as_shown():
+    class KeepingPickler(Pickler):
+        def __init__(self, file):
+            super().__init__(file)
+            self.shown = []
+
+        def persistent_id(self, obj):
+            self.shown.append(obj)
+            return None
+
+    readings = _instances_of_local_classes()
+    buf = io.BytesIO()
+    pickler = KeepingPickler(buf)
+    pickler.dump(readings)
+    states = [obj for obj in pickler.shown if type(obj) is dict and "value" in obj]
+    assert [state["value"] for state in states] == [0, 1, 2]
+    assert _described(pickle.loads(buf.getvalue())) == _described(readings)
+
+
 def test_persistent_id_is_honored():
     class DbPickler(Pickler):
         def persistent_id(self, obj):

@@ -92,11 +92,34 @@ impl MemberOffset {
 
 /// Runs `body` with the GIL-bound token, turning errors and panics into a set
 /// Python exception and a NULL return.
+///
+/// The token is assumed, which costs nothing, but `PyO3` does not count the
+/// thread as attached then: a `Py` dropped in `body` is released later, from
+/// `PyO3`'s pool of deferred releases. [`counted_trampoline`] counts it.
 #[inline]
 fn trampoline(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
     // SAFETY: only called from CPython method slots, which run attached to the interpreter.
     let py = unsafe { Python::assume_attached() };
-    match catch_unwind(AssertUnwindSafe(|| body(py))) {
+    finish(py, catch_unwind(AssertUnwindSafe(|| body(py))))
+}
+
+/// [`trampoline`] with the thread counted as attached for the call, so that
+/// everything `body` and the hooks it leads to drop is released at once.
+fn counted_trampoline(
+    body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>,
+) -> *mut ffi::PyObject {
+    // SAFETY: only called from CPython method slots, which run attached to an
+    // initialised interpreter.
+    unsafe {
+        Python::attach_unchecked(|py| finish(py, catch_unwind(AssertUnwindSafe(|| body(py)))))
+    }
+}
+
+fn finish(
+    py: Python<'_>,
+    outcome: std::thread::Result<PyResult<*mut ffi::PyObject>>,
+) -> *mut ffi::PyObject {
+    match outcome {
         Ok(Ok(ptr)) => ptr,
         Ok(Err(err)) => {
             err.restore(py);
@@ -113,6 +136,9 @@ fn trampoline(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> 
 pub trait MethO {
     const NAME: &'static CStr;
     const DOC: &'static CStr;
+    /// Whether the call goes through [`counted_trampoline`]: for a method
+    /// that leads to many others (`dump`), not for one called per object.
+    const COUNTED: bool = false;
     fn call<'py>(slf: &Bound<'py, PyAny>, arg: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>;
 }
 
@@ -131,7 +157,7 @@ unsafe extern "C" fn meth_o<M: MethO>(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    trampoline(|py| {
+    let body = |py: Python<'_>| {
         // SAFETY: CPython calls a METH_O method with borrowed, non-NULL `self`
         // and argument, attached to the interpreter.
         let (slf, arg) = unsafe {
@@ -141,7 +167,12 @@ unsafe extern "C" fn meth_o<M: MethO>(
             )
         };
         M::call(&slf, &arg).map(Bound::into_ptr)
-    })
+    };
+    if M::COUNTED {
+        counted_trampoline(body)
+    } else {
+        trampoline(body)
+    }
 }
 
 unsafe extern "C" fn meth_varargs<M: MethVarargs>(
@@ -149,7 +180,7 @@ unsafe extern "C" fn meth_varargs<M: MethVarargs>(
     args: *mut ffi::PyObject,
     kwargs: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    trampoline(|py| {
+    counted_trampoline(|py| {
         // SAFETY: CPython's METH_VARARGS|METH_KEYWORDS convention: borrowed
         // `self`, an args tuple and a kwargs dict or NULL.
         let (slf, args, kwargs) = unsafe {
@@ -557,6 +588,12 @@ pub fn set_cell(cell: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<(
     check(cell.py(), unsafe {
         ffi::PyCell_Set(cell.as_ptr(), value.as_ptr())
     })
+}
+
+/// How many references to `obj` exist (CPython's reference count).
+pub fn reference_count(obj: &Bound<'_, PyAny>) -> isize {
+    // SAFETY: `obj` is a live object and we are attached to the interpreter.
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
 }
 
 /// `obj.__dict__` read from the instance itself (made on first use), without

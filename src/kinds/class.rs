@@ -19,7 +19,7 @@ use crate::layout;
 use crate::name;
 use crate::reconstructors::{self, Reconstructor};
 use crate::support::reduce::{not_implemented, reduce_to_getattr, reduce_with_setter};
-use crate::support::{digest, lookup, names, registry, statics, tracker};
+use crate::support::{digest, dump, lookup, names, registry, statics, tracker};
 
 layout! {
     /// `make_class`'s arguments.
@@ -325,8 +325,12 @@ pub fn reduce_instance_of_dynamic_class<'py>(
         return Ok(Some(reduced));
     };
     let mut items: Vec<Bound<'py, PyAny>> = parts.iter().collect();
-    items[2] = state;
-    Ok(Some(PyTuple::new(py, items)?.into_any()))
+    items[2] = state.clone();
+    let reduction = PyTuple::new(py, items)?.into_any();
+    if let Ok(copy) = state.cast_exact::<PyDict>() {
+        dump::empty_once_written(&reduction, copy);
+    }
+    Ok(Some(reduction))
 }
 
 /// `state` (a dict, or `(dict or None, slots dict)`) with canonical str keys;

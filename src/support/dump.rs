@@ -2,19 +2,33 @@
 //! rest of one `Pickler.dump` and no longer. Each dump gets a serial number
 //! never used before, so what was remembered in another dump (an earlier
 //! one, or a digest made inside this one) is never taken for this dump's.
+//! It also holds the state copies the pickler has yet to write
+//! ([`empty_once_written`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::ffi;
 
 #[derive(Clone, Copy)]
 struct Dump {
     serial: u64,
     /// Bits set by [`first_time`].
     seen: u32,
+    /// Whether the C pickler calls our hook itself, so that a reduction it
+    /// got from us is held by nobody else but its `save()`.
+    hook_is_direct: bool,
 }
+
+/// A reduction and the state dict made for it, to be emptied once written.
+type Written = (Py<PyAny>, Py<PyDict>);
 
 thread_local! {
     static DUMP: Cell<Option<Dump>> = const { Cell::new(None) };
+    static TO_EMPTY: RefCell<Vec<Written>> = const { RefCell::new(Vec::new()) };
 }
 
 static SERIALS: AtomicU64 = AtomicU64::new(1);
@@ -37,28 +51,83 @@ pub fn first_time(bits: u32) -> bool {
     })
 }
 
+/// Empties `copy`, a state dict made for `reduction` (which the hook returns
+/// to the C pickler), once the pickler has written it.
+///
+/// The pickler's memo keeps every state it wrote until the dump ends, so that
+/// an object met again is written as a reference; a copy made for one
+/// reduction is never met again, and emptied it keeps only its shell alive.
+/// The pickler holds a reduction from our hook's return until it has written
+/// all of it, state included: a reduction only this list still holds is
+/// done with. Reductions nest as the objects do, so the ones done with are
+/// always on top. Not when a Python `reducer_override` stands between the
+/// pickler and us (it may hand the state on in a tuple of its own), nor
+/// when someone else (a `persistent_id`) kept the copy.
+pub fn empty_once_written(reduction: &Bound<'_, PyAny>, copy: &Bound<'_, PyDict>) {
+    if !DUMP.with(|dump| dump.get().is_some_and(|d| d.hook_is_direct)) {
+        return;
+    }
+    let py = reduction.py();
+    // Entries leave the list before their copy is emptied: emptying may
+    // free objects whose `__del__` pickles again.
+    let next_done = || {
+        TO_EMPTY.with(|to_empty| {
+            let mut to_empty = to_empty.borrow_mut();
+            match to_empty.last() {
+                Some((done, _)) if ffi::reference_count(done.bind(py)) == 1 => to_empty.pop(),
+                _ => None,
+            }
+        })
+    };
+    while let Some((done, written)) = next_done() {
+        drop(done);
+        let written = written.into_bound(py);
+        // Held by `written` and the pickler's memo only.
+        if ffi::reference_count(&written) <= 2 {
+            written.clear();
+        }
+    }
+    TO_EMPTY.with(|to_empty| {
+        to_empty
+            .borrow_mut()
+            .push((reduction.clone().unbind(), copy.clone().unbind()));
+    });
+}
+
 /// While alive, a dump is in progress on this thread (`Pickler.dump`); or,
 /// made by [`InProgress::none`], none is (a digest made inside a dump must
 /// not depend on it, nor change it). Dropping it gives the thread back the
 /// dump it interrupted.
-pub struct InProgress(Option<Dump>);
+pub struct InProgress(Option<Dump>, Vec<Written>);
 
 impl InProgress {
-    pub fn start() -> Self {
+    /// `hook_is_direct`: whether the C pickler calls our `reducer_override`
+    /// itself.
+    pub fn start(hook_is_direct: bool) -> Self {
         let started = Dump {
             serial: SERIALS.fetch_add(1, Ordering::Relaxed),
             seen: 0,
+            hook_is_direct,
         };
-        InProgress(DUMP.with(|dump| dump.replace(Some(started))))
+        Self::enter(Some(started))
     }
 
     pub fn none() -> Self {
-        InProgress(DUMP.with(|dump| dump.replace(None)))
+        Self::enter(None)
+    }
+
+    fn enter(dump: Option<Dump>) -> Self {
+        InProgress(
+            DUMP.with(|current| current.replace(dump)),
+            TO_EMPTY.with(RefCell::take),
+        )
     }
 }
 
 impl Drop for InProgress {
     fn drop(&mut self) {
         DUMP.with(|dump| dump.set(self.0));
+        let ended = TO_EMPTY.with(|to_empty| to_empty.replace(std::mem::take(&mut self.1)));
+        drop(ended); // outside the borrow: releasing may run a `__del__`
     }
 }
