@@ -99,8 +99,7 @@ impl MemberOffset {
 #[inline]
 fn trampoline(body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
     // SAFETY: only called from CPython method slots, which run attached to the interpreter.
-    let py = unsafe { Python::assume_attached() };
-    finish(py, catch_unwind(AssertUnwindSafe(|| body(py))))
+    run(unsafe { Python::assume_attached() }, body)
 }
 
 /// [`trampoline`] with the thread counted as attached for the call, so that
@@ -110,16 +109,15 @@ fn counted_trampoline(
 ) -> *mut ffi::PyObject {
     // SAFETY: only called from CPython method slots, which run attached to an
     // initialised interpreter.
-    unsafe {
-        Python::attach_unchecked(|py| finish(py, catch_unwind(AssertUnwindSafe(|| body(py)))))
-    }
+    unsafe { Python::attach_unchecked(|py| run(py, body)) }
 }
 
-fn finish(
+#[inline]
+fn run(
     py: Python<'_>,
-    outcome: std::thread::Result<PyResult<*mut ffi::PyObject>>,
+    body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>,
 ) -> *mut ffi::PyObject {
-    match outcome {
+    match catch_unwind(AssertUnwindSafe(|| body(py))) {
         Ok(Ok(ptr)) => ptr,
         Ok(Err(err)) => {
             err.restore(py);

@@ -98,7 +98,12 @@ pub fn empty_once_written(reduction: &Bound<'_, PyAny>, copy: &Bound<'_, PyDict>
 /// made by [`InProgress::none`], none is (a digest made inside a dump must
 /// not depend on it, nor change it). Dropping it gives the thread back the
 /// dump it interrupted.
-pub struct InProgress(Option<Dump>, Vec<Written>);
+pub struct InProgress {
+    interrupted: Option<Dump>,
+    /// The interrupted dump's copies to empty, when this one starts a dump
+    /// (outside a dump, [`empty_once_written`] leaves the list alone).
+    its_copies: Option<Vec<Written>>,
+}
 
 impl InProgress {
     /// `hook_is_direct`: whether the C pickler calls our `reducer_override`
@@ -109,25 +114,26 @@ impl InProgress {
             seen: 0,
             hook_is_direct,
         };
-        Self::enter(Some(started))
+        InProgress {
+            interrupted: DUMP.with(|dump| dump.replace(Some(started))),
+            its_copies: Some(TO_EMPTY.with(RefCell::take)),
+        }
     }
 
     pub fn none() -> Self {
-        Self::enter(None)
-    }
-
-    fn enter(dump: Option<Dump>) -> Self {
-        InProgress(
-            DUMP.with(|current| current.replace(dump)),
-            TO_EMPTY.with(RefCell::take),
-        )
+        InProgress {
+            interrupted: DUMP.with(|dump| dump.replace(None)),
+            its_copies: None,
+        }
     }
 }
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        DUMP.with(|dump| dump.set(self.0));
-        let ended = TO_EMPTY.with(|to_empty| to_empty.replace(std::mem::take(&mut self.1)));
-        drop(ended); // outside the borrow: releasing may run a `__del__`
+        DUMP.with(|dump| dump.set(self.interrupted));
+        if let Some(its_copies) = self.its_copies.take() {
+            let ended = TO_EMPTY.with(|to_empty| to_empty.replace(its_copies));
+            drop(ended); // outside the borrow: releasing may run a `__del__`
+        }
     }
 }
