@@ -175,6 +175,8 @@ struct Hook {
     /// `ffi::type_signature`), and the registry's generation then: the next
     /// instance of it costs a few comparisons.
     plain_type: [AtomicUsize; 4],
+    /// `Pickler.__dict__["reducer_override"]`: this module's hook.
+    descriptor: Py<PyAny>,
 }
 
 static HOOK: PyOnceLock<Hook> = PyOnceLock::new();
@@ -188,7 +190,12 @@ const BUILT_IN_EARLY: &[&str] = &["_typing"];
 const BUILT_IN_EARLY: &[&str] = &[];
 
 /// Builds the type table; `pickler` calls it when it makes the Pickler class.
-pub fn init(py: Python<'_>, dispatch_table: MemberOffset, user_table: Py<PyDict>) -> PyResult<()> {
+pub fn init(
+    py: Python<'_>,
+    dispatch_table: MemberOffset,
+    user_table: Py<PyDict>,
+    descriptor: Py<PyAny>,
+) -> PyResult<()> {
     let mut table = Table::default();
     for (source, reducer) in BY_EXACT_TYPE {
         match source {
@@ -223,6 +230,7 @@ pub fn init(py: Python<'_>, dispatch_table: MemberOffset, user_table: Py<PyDict>
         dispatch_table,
         user_table,
         plain_type: Default::default(),
+        descriptor,
     };
     // A second import of the module keeps the first table.
     let _ = HOOK.set(py, hook);
@@ -376,8 +384,21 @@ pub fn reducer_override<'py>(
         return Ok(not_implemented(py));
     }
     let protocol = || protocol_of(pickler);
-    Ok(class::reduce_instance_of_dynamic_class(obj, protocol)?
-        .unwrap_or_else(|| not_implemented(py)))
+    let direct = || calls_us_directly(pickler, hook);
+    Ok(
+        class::reduce_instance_of_dynamic_class(obj, protocol, direct)?
+            .unwrap_or_else(|| not_implemented(py)),
+    )
+}
+
+/// Whether the C pickler calls this hook itself: neither the pickler's
+/// class nor the pickler overrides `reducer_override`.
+fn calls_us_directly(pickler: &Bound<'_, PyAny>, hook: &Hook) -> bool {
+    let py = pickler.py();
+    let name = intern!(py, "reducer_override");
+    let ours = |found: Bound<'_, PyAny>| found.is(hook.descriptor.bind(py));
+    pickler.get_type().getattr(name).is_ok_and(ours)
+        && ffi::instance_dict(pickler).is_ok_and(|d| d.contains(name).is_ok_and(|has| !has))
 }
 
 impl Hook {

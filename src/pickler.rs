@@ -34,8 +34,6 @@ struct PicklerType {
     dispatch_table: MemberOffset,
     default_table: Py<PyAny>,
     highest_protocol: Py<PyAny>,
-    /// `Pickler.__dict__["reducer_override"]`, our method descriptor.
-    hook: Py<PyAny>,
 }
 
 static PICKLER: PyOnceLock<PicklerType> = PyOnceLock::new();
@@ -146,17 +144,6 @@ fn pickler_init<'py>(
     Ok(none())
 }
 
-/// Whether the C pickler will call our `reducer_override` itself: neither
-/// the pickler's class nor the pickler overrides it.
-fn hook_is_direct(pickler: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let py = pickler.py();
-    let st = PicklerType::get(py)?;
-    let name = intern!(py, "reducer_override");
-    let class_hook = pickler.get_type().getattr(name);
-    Ok(class_hook.is_ok_and(|hook| hook.is(st.hook.bind(py)))
-        && !ffi::instance_dict(pickler)?.contains(name)?)
-}
-
 const RECURSION_MESSAGE: &str = "Could not pickle object as excessively deep recursion required.";
 
 /// `Pickler.dump(obj)`: the C pickler's, with excessive recursion reported
@@ -166,7 +153,7 @@ pub fn pickler_dump<'py>(
     obj: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    let in_progress = dump::InProgress::start(hook_is_direct(pickler)?);
+    let in_progress = dump::InProgress::start();
     let dumped = PicklerType::get(py)?
         .base_dump
         .bind(py)
@@ -297,7 +284,13 @@ pub fn create_pickler_class(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
         .call1(("Pickler", (&base,), namespace))?
         .cast_into::<PyType>()?;
     add_methods(&cls)?;
-    hook::init(py, dispatch_table.clone_ref(py), user_table.unbind())?;
+    let our_hook = cls.getattr("reducer_override")?.unbind();
+    hook::init(
+        py,
+        dispatch_table.clone_ref(py),
+        user_table.unbind(),
+        our_hook,
+    )?;
     let state = PicklerType {
         cls: cls.clone().unbind(),
         base_dump: base.getattr("dump")?.unbind(),
@@ -306,7 +299,6 @@ pub fn create_pickler_class(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
         dispatch_table,
         default_table: default_table.unbind(),
         highest_protocol: py.import("pickle")?.getattr("HIGHEST_PROTOCOL")?.unbind(),
-        hook: cls.getattr("reducer_override")?.unbind(),
     };
     let _ = PICKLER.set(py, state);
     Ok(PicklerType::get(py)?.cls.bind(py).clone())

@@ -304,6 +304,7 @@ pub fn surely_by_value(cls: &Bound<'_, PyType>) -> PyResult<bool> {
 pub fn reduce_instance_of_dynamic_class<'py>(
     obj: &Bound<'py, PyAny>,
     protocol: impl FnOnce() -> PyResult<Option<i64>>,
+    hook_is_direct: impl FnOnce() -> bool,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = obj.py();
     let cls = obj.get_type();
@@ -328,7 +329,7 @@ pub fn reduce_instance_of_dynamic_class<'py>(
     items[2] = state.clone();
     let reduction = PyTuple::new(py, items)?.into_any();
     if let Ok(copy) = state.cast_exact::<PyDict>() {
-        dump::empty_once_written(&reduction, copy);
+        dump::empty_once_written(&reduction, copy, hook_is_direct);
     }
     Ok(Some(reduction))
 }

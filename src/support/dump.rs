@@ -19,8 +19,8 @@ struct Dump {
     /// Bits set by [`first_time`].
     seen: u32,
     /// Whether the C pickler calls our hook itself, so that a reduction it
-    /// got from us is held by nobody else but its `save()`.
-    hook_is_direct: bool,
+    /// got from us is held by nobody else but its `save()`; known once asked.
+    hook_is_direct: Option<bool>,
 }
 
 /// A reduction and the state dict made for it, to be emptied once written.
@@ -63,8 +63,14 @@ pub fn first_time(bits: u32) -> bool {
 /// always on top. Not when a Python `reducer_override` stands between the
 /// pickler and us (it may hand the state on in a tuple of its own), nor
 /// when someone else (a `persistent_id`) kept the copy.
-pub fn empty_once_written(reduction: &Bound<'_, PyAny>, copy: &Bound<'_, PyDict>) {
-    if !DUMP.with(|dump| dump.get().is_some_and(|d| d.hook_is_direct)) {
+/// `hook_is_direct` tells, the first time in a dump, whether the C pickler
+/// calls our hook itself.
+pub fn empty_once_written(
+    reduction: &Bound<'_, PyAny>,
+    copy: &Bound<'_, PyDict>,
+    hook_is_direct: impl FnOnce() -> bool,
+) {
+    if !direct_in_this_dump(hook_is_direct) {
         return;
     }
     let py = reduction.py();
@@ -94,6 +100,27 @@ pub fn empty_once_written(reduction: &Bound<'_, PyAny>, copy: &Bound<'_, PyDict>
     });
 }
 
+/// Whether a dump is in progress and its pickler calls our hook itself.
+fn direct_in_this_dump(hook_is_direct: impl FnOnce() -> bool) -> bool {
+    match DUMP.with(Cell::get) {
+        None => false,
+        Some(Dump {
+            hook_is_direct: Some(known),
+            ..
+        }) => known,
+        Some(_) => {
+            let direct = hook_is_direct();
+            DUMP.with(|dump| {
+                if let Some(mut current) = dump.get() {
+                    current.hook_is_direct = Some(direct);
+                    dump.set(Some(current));
+                }
+            });
+            direct
+        }
+    }
+}
+
 /// While alive, a dump is in progress on this thread (`Pickler.dump`); or,
 /// made by [`InProgress::none`], none is (a digest made inside a dump must
 /// not depend on it, nor change it). Dropping it gives the thread back the
@@ -106,13 +133,11 @@ pub struct InProgress {
 }
 
 impl InProgress {
-    /// `hook_is_direct`: whether the C pickler calls our `reducer_override`
-    /// itself.
-    pub fn start(hook_is_direct: bool) -> Self {
+    pub fn start() -> Self {
         let started = Dump {
             serial: SERIALS.fetch_add(1, Ordering::Relaxed),
             seen: 0,
-            hook_is_direct,
+            hook_is_direct: None,
         };
         InProgress {
             interrupted: DUMP.with(|dump| dump.replace(Some(started))),
