@@ -385,10 +385,8 @@ pub fn reducer_override<'py>(
     }
     let protocol = || protocol_of(pickler);
     let direct = || calls_us_directly(pickler, hook);
-    Ok(
-        class::reduce_instance_of_dynamic_class(obj, protocol, direct)?
-            .unwrap_or_else(|| not_implemented(py)),
-    )
+    let reduced = class::reduce_instance_of_dynamic_class(obj, protocol, direct)?;
+    Ok(reduced.unwrap_or_else(|| not_implemented(py)))
 }
 
 /// Whether the C pickler calls this hook itself: neither the pickler's

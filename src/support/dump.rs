@@ -63,6 +63,7 @@ pub fn first_time(bits: u32) -> bool {
 /// always on top. Not when a Python `reducer_override` stands between the
 /// pickler and us (it may hand the state on in a tuple of its own), nor
 /// when someone else (a `persistent_id`) kept the copy.
+///
 /// `hook_is_direct` tells, the first time in a dump, whether the C pickler
 /// calls our hook itself.
 pub fn empty_once_written(
