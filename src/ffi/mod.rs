@@ -178,7 +178,7 @@ unsafe extern "C" fn meth_varargs<M: MethVarargs>(
     args: *mut ffi::PyObject,
     kwargs: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    counted_trampoline(|py| {
+    trampoline(|py| {
         // SAFETY: CPython's METH_VARARGS|METH_KEYWORDS convention: borrowed
         // `self`, an args tuple and a kwargs dict or NULL.
         let (slf, args, kwargs) = unsafe {
